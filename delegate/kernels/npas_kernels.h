@@ -1,0 +1,123 @@
+// npas kernel library: the contract between the delegate core (node claiming, TFLite ABI)
+// and the sparse micro-kernels. Nothing here knows about TFLite.
+//
+// Every CONV_2D and FULLY_CONNECTED is run as an *implicit GEMM*:
+//
+//   out[p * rows + o] = act( bias[o] + sum_k W[o, k] * in[pixel_base[p] + col_offset[k]] )
+//
+// W is the GEMM view of DESIGN.md (rows = output channels, cols = reduction, row-major; for
+// a conv the column order is TFLite's OHWI: k = (ky * kw + kx) * cin + c). The core turns the
+// geometry into offsets once at prepare time:
+//   FULLY_CONNECTED: col_offset[k] = k, pixel_base[p] = p * cols (p = batch row).
+//   CONV_2D (input copied into a zero-padded NHWC buffer of width Wp): col_offset[k] =
+//   (ky * dil_h * Wp + kx * dil_w) * cin + c, pixel_base[p] = ((n * Hp + oy * sh) * Wp + ox * sw) * cin.
+// so the kernels never see padding, strides or dilation, and packing can bake col_offset into
+// its indices (no index arithmetic on the hot path).
+//
+// DEPTHWISE_CONV_2D is its own family (vectorised over channels):
+//   out[p * cout + oc] = act( bias[oc] + sum_t W[t, oc] * in[pixel_base[p] + tap_offset[t] + oc / depth_multiplier] )
+// with W in TFLite's [1, kh, kw, cout] layout (t = ky * kw + kx).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace npas {
+
+// ---- threads --------------------------------------------------------------------------------
+// One pool shared by every claimed node of every delegate instance in the process.
+class ThreadPool {
+ public:
+  // Runs fn(task) for task in [0, num_tasks) on up to `num_threads` threads (the caller's
+  // thread included) and returns when all are done. num_threads <= 1 runs inline.
+  virtual void ParallelFor(int num_tasks, int num_threads, const std::function<void(int)>& fn) = 0;
+  virtual ~ThreadPool() = default;
+};
+ThreadPool* SharedThreadPool();
+
+// ---- structure ------------------------------------------------------------------------------
+// What the analyser recognised in a weight's zeros (reported in claim counters and verbose logs).
+enum class Structure {
+  kDense,          // (almost) no zeros
+  kBlockPunched,   // blocks of br x bc whose rows share the same kept columns
+  kBcr,            // blocks whose kept entries are (kept rows) x (kept columns)
+  kNM,             // N of every M consecutive weights along the reduction kept
+  kPattern,        // 3x3 kernels with few distinct kept-position patterns
+  kUnstructured,   // anything else with zeros
+};
+const char* StructureName(Structure s);
+
+struct StructureInfo {
+  Structure kind = Structure::kDense;
+  int block_rows = 0, block_cols = 0;  // for block kinds
+  int n = 0, m = 0;                    // for kNM
+  double density = 1.0;                // nonzeros / size
+};
+
+// kh, kw, cin describe the column order (FC: 1, 1, cols). Pure analysis, no allocation kept.
+StructureInfo AnalyzeStructure(const float* w, int rows, int cols, int kh, int kw, int cin);
+
+// ---- implicit GEMM (CONV_2D, FULLY_CONNECTED) ----------------------------------------------
+struct GemmDesc {
+  int rows = 0, cols = 0;
+  int kh = 1, kw = 1, cin = 0;        // column order, for structure analysis
+  const float* weights = nullptr;     // [rows, cols]; only read during PackGemm
+  const float* bias = nullptr;        // [rows] or nullptr; copied by PackGemm
+  const int32_t* col_offset = nullptr;// [cols]; copied/baked by PackGemm
+  float act_min = -INFINITY, act_max = INFINITY;  // fused activation as a clamp
+};
+
+enum class KernelKind { kAuto, kDense, kRowBlock, kPixelVector };
+const char* KernelKindName(KernelKind k);
+
+class PackedGemm {
+ public:
+  virtual ~PackedGemm() = default;
+  virtual KernelKind kind() const = 0;
+  virtual StructureInfo structure() const = 0;
+  virtual size_t packed_bytes() const = 0;
+  // out: [num_pixels, rows]. Safe to call concurrently from different nodes (no shared scratch
+  // without locking). Uses `pool` with up to `num_threads` threads.
+  virtual void Run(const float* in, const int32_t* pixel_base, int num_pixels, float* out,
+                   ThreadPool* pool, int num_threads) const = 0;
+};
+
+// Packs W once into the compact format of `kind`. kAuto measures the candidate kernels on
+// synthetic input of `num_pixels` pixels (in_elems = input elements to allocate for that
+// measurement) and keeps the fastest; *dense_ms / *best_ms (if non-null) receive the measured
+// times of the dense kernel and the chosen one so the core can decline nodes where sparsity
+// does not pay. Returns nullptr (with *error set) if the description is invalid.
+std::unique_ptr<PackedGemm> PackGemm(const GemmDesc& d, KernelKind kind, int num_pixels,
+                                     const int32_t* pixel_base, int64_t in_elems,
+                                     int num_threads, double* dense_ms, double* best_ms,
+                                     std::string* error);
+
+// ---- depthwise ------------------------------------------------------------------------------
+struct DepthwiseDesc {
+  int kh = 0, kw = 0, cin = 0, depth_multiplier = 1;  // cout = cin * depth_multiplier
+  const float* weights = nullptr;      // [kh * kw, cout]
+  const float* bias = nullptr;         // [cout] or nullptr
+  const int32_t* tap_offset = nullptr; // [kh * kw]: (ky * dil_h * Wp + kx * dil_w) * cin
+  float act_min = -INFINITY, act_max = INFINITY;
+};
+
+class PackedDepthwise {
+ public:
+  virtual ~PackedDepthwise() = default;
+  virtual StructureInfo structure() const = 0;
+  virtual size_t packed_bytes() const = 0;
+  virtual void Run(const float* in, const int32_t* pixel_base, int num_pixels, float* out,
+                   ThreadPool* pool, int num_threads) const = 0;
+};
+
+std::unique_ptr<PackedDepthwise> PackDepthwise(const DepthwiseDesc& d, std::string* error);
+
+// ---- ISA --------------------------------------------------------------------------------------
+enum class Isa { kScalar, kAvx2, kAvx512, kNeon };
+Isa DetectIsa();            // best available on this CPU (overridable with NPAS_ISA=scalar|avx2|avx512)
+const char* IsaName(Isa);
+
+}  // namespace npas

@@ -1,0 +1,1 @@
+"""mapping (see DESIGN.md)."""

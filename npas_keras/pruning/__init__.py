@@ -1,0 +1,1 @@
+"""pruning (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""schemes (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""tuner (see DESIGN.md)."""
