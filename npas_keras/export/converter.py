@@ -1,0 +1,202 @@
+"""`npas_keras.export`: tf_keras model -> .tflite (standard ops or NPAS custom ops)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from npas_keras.export import flatbuffer as fb
+from npas_keras.export import format as fmt
+
+FORMATS = ("standard", "npas")
+QUANTIZE = (None, "int8")
+_WEIGHT_ATTR = {"Dense": "kernel", "Conv2D": "kernel", "Conv1D": "kernel",
+                "DepthwiseConv2D": "depthwise_kernel"}
+
+
+def export(model, path=None, format="standard", representative_data=None, quantize=None):
+    """Converts a tf_keras model (pruned with wrappers, stripped, or plain) to TensorFlow Lite.
+
+    format="standard": builtin ops, zeros in place (any TFLite runtime runs it).
+    format="npas": pruned FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D become NPAS custom ops with
+        compact weights (tflite_custom_ops/FORMAT.md); runs only with the npas delegate.
+    quantize="int8" (needs representative_data: an array of inputs, a list of arrays for several
+        inputs, or a generator function in TFLite's representative-dataset form) gives a
+        full-integer model; int8 ops stay builtin in either format.
+
+    Both formats record per-layer scheme metadata ("npas_schemes"), read back by
+    `npas_keras.inspect`. Writes `path` and returns it; with path=None returns the bytes.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize == "int8" and representative_data is None:
+        raise ValueError("quantize='int8' needs representative_data (sample inputs) to "
+                         "calibrate activation ranges")
+    from npas_keras.compat import check_model
+    check_model(model)
+    schemes = getattr(model, "npas_schemes", None)
+    if _has_wrappers(model):
+        from npas_keras.pruning import strip
+        model = strip(model)
+        check_model(model, "stripped model")
+    schemes = getattr(model, "npas_schemes", None) or schemes or {}
+    tflite = _convert(model, representative_data, quantize)
+    model_bytes, _ = fb.analyze_and_rewrite(tflite, _match_layers(model, tflite, schemes),
+                                            npas=(format == "npas"), export_format=format)
+    if path is None:
+        return model_bytes
+    path = os.fspath(path)
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(model_bytes)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+
+def _iter_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers") and layer is not model:
+            yield from _iter_layers(layer)
+
+
+def _has_wrappers(model) -> bool:
+    import tf_keras as keras
+    for layer in _iter_layers(model):
+        mod = type(layer).__module__ or ""
+        if isinstance(layer, keras.layers.Wrapper) or mod.startswith("npas_keras.") or \
+                "prune" in type(layer).__name__.lower():
+            return True
+    return False
+
+
+def _representative(data):
+    if callable(data):
+        return data
+    if isinstance(data, np.ndarray) or (isinstance(data, (list, tuple)) and data and
+                                        all(isinstance(d, np.ndarray) for d in data)):
+        arrays = [data] if isinstance(data, np.ndarray) else list(data)
+
+        def gen():
+            for i in range(min(len(arrays[0]), 200)):
+                yield [a[i:i + 1].astype(np.float32) for a in arrays]
+        return gen
+
+    def gen_iter():
+        for item in data:
+            yield [np.asarray(x, np.float32) for x in (item if isinstance(item, (list, tuple))
+                                                      else [item])]
+    return gen_iter
+
+
+def _convert(model, representative_data, quantize) -> bytes:
+    import tensorflow as tf
+
+    def configure(conv):
+        if quantize == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = _representative(representative_data)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        return conv
+
+    try:
+        return configure(tf.lite.TFLiteConverter.from_keras_model(model)).convert()
+    except Exception as first:  # fall back to a concrete function of the model's call
+        try:
+            specs = [tf.TensorSpec(i.shape, i.dtype) for i in model.inputs]
+            fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0],
+                                               training=False))
+            conc = fn.get_concrete_function(*specs)
+            return configure(tf.lite.TFLiteConverter.from_concrete_functions([conc], model)) \
+                .convert()
+        except Exception:
+            raise RuntimeError(f"TFLite conversion failed: {first}") from first
+
+
+def _keras_gemm(layer):
+    """The GEMM view of a layer's prunable kernel, in the TFLite builtin order, or None."""
+    kind = type(layer).__name__
+    attr = _WEIGHT_ATTR.get(kind)
+    if attr is None or not hasattr(layer, attr):
+        return None
+    k = np.asarray(getattr(layer, attr).numpy(), np.float32)
+    if kind == "Dense":
+        return k.T
+    if kind in ("Conv2D", "Conv1D"):
+        k = k if k.ndim == 4 else k[None]
+        return k.transpose(3, 0, 1, 2).reshape(k.shape[3], -1)
+    if kind == "DepthwiseConv2D":
+        return k.reshape(k.shape[0] * k.shape[1], -1).T
+    return None
+
+
+def _scheme_for(schemes, layer_name, weight_name):
+    entry = schemes.get(layer_name) if isinstance(schemes, dict) else None
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or "name" in entry or "scheme" in entry:
+        return entry  # a scheme given directly for the layer
+    if weight_name in entry:
+        return entry[weight_name]
+    for key, value in entry.items():
+        if str(key).split("/")[-1].split(":")[0] == weight_name:
+            return value
+    return next(iter(entry.values())) if len(entry) == 1 else None
+
+
+def _match_layers(model, tflite, schemes):
+    """(subgraph, op_index) -> {"layer", "weight", "scheme"} for the weight ops of `tflite`."""
+    layers = [l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR]
+    names = {l.name: l for l in layers}
+    gemms = {}
+    tm, raw = fb.load_model(tflite)
+    out = {}
+    for entry in fb.weight_ops(tm, raw):
+        sg = tm.subgraphs[entry["subgraph"]]
+        op = entry["op"]
+        text = fb.tensor_name(entry["tensor"])
+        if len(op.outputs):
+            text += ";" + fb.tensor_name(sg.tensors[op.outputs[0]])
+        parts = {p for chunk in text.split(";") for p in chunk.split("/")}
+        cands = [n for n in names if n in parts]
+        w = fb.constant_array(tm, raw, entry["tensor"])
+        matrix = None if w is None or w.dtype.kind != "f" else fmt.gemm_view(entry["kind"], w)
+
+        def same_values(name):
+            if matrix is None:
+                return False
+            if name not in gemms:
+                gemms[name] = _keras_gemm(names[name])
+            g = gemms[name]
+            return g is not None and g.shape == matrix.shape and np.allclose(g, matrix)
+
+        chosen = None
+        if len(cands) == 1:
+            chosen = cands[0]
+        else:
+            pool = cands or list(names)
+            exact = [n for n in pool if same_values(n)]
+            if len(exact) == 1:
+                chosen = exact[0]
+        if chosen is None:
+            continue
+        weight = _WEIGHT_ATTR[type(names[chosen]).__name__]
+        scheme = _scheme_for(schemes, chosen, weight)
+        if scheme is not None and hasattr(scheme, "to_json"):
+            scheme = scheme.to_json()
+        if isinstance(scheme, str):
+            try:
+                scheme = json.loads(scheme)
+            except ValueError:
+                pass
+        out[(entry["subgraph"], entry["op_index"])] = {"layer": chosen, "weight": weight,
+                                                       "scheme": scheme}
+    return out

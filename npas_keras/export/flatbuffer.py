@@ -1,0 +1,538 @@
+"""Reading, checking, rewriting and writing .tflite flatbuffers (no TensorFlow import here).
+
+Uses the `flatbuffers` package and LiteRT's generated schema (`ai_edge_litert.schema_py_generated`,
+object API: ModelT, OperatorT, ...). The NPAS rewrite turns pruned FULLY_CONNECTED / CONV_2D /
+DEPTHWISE_CONV_2D ops into NPAS custom ops with compact weights (format: FORMAT.md, format.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from npas_keras.export import format as fmt
+
+METADATA_NAME = "npas_schemes"
+FILE_IDENTIFIER = b"TFL3"
+
+_BO = schema.BuiltinOperator
+_TT = schema.TensorType
+KIND_BY_BUILTIN = {_BO.FULLY_CONNECTED: fmt.KIND_FC, _BO.CONV_2D: fmt.KIND_CONV,
+                   _BO.DEPTHWISE_CONV_2D: fmt.KIND_DW}
+_NP_TYPES = {_TT.FLOAT32: "<f4", _TT.FLOAT16: "<f2", _TT.INT32: "<i4", _TT.UINT8: "u1",
+             _TT.INT8: "i1", _TT.INT16: "<i2", _TT.INT64: "<i8"}
+
+
+# --------------------------------------------------------------------------------------------
+# loading / saving
+
+def read_bytes(path_or_bytes) -> bytes:
+    """Bytes of a model given as bytes-like or a path."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    if isinstance(path_or_bytes, (str, os.PathLike)):
+        with open(path_or_bytes, "rb") as f:
+            return f.read()
+    raise TypeError(f"expected a path or bytes, got {type(path_or_bytes).__name__}")
+
+
+def _check_identifier(data: bytes):
+    if len(data) < 8:
+        raise ValueError(f"not a TFLite model: only {len(data)} bytes (truncated or empty file)")
+    if data[4:8] != FILE_IDENTIFIER:
+        raise ValueError(f"not a TFLite model: file identifier {data[4:8]!r} is not "
+                         f"{FILE_IDENTIFIER!r} (corrupt file, or not a .tflite flatbuffer)")
+    root = int.from_bytes(data[:4], "little")
+    if root < 8 or root + 4 > len(data):
+        raise ValueError(f"corrupt TFLite model: root table offset {root} outside the "
+                         f"{len(data)}-byte file (truncated?)")
+
+
+def load_model(path_or_bytes) -> tuple[schema.ModelT, bytes]:
+    """Parses a .tflite model into the object API; raises ValueError on corrupt/truncated input."""
+    data = read_bytes(path_or_bytes)
+    _check_identifier(data)
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as exc:  # the generated code raises struct.error/IndexError/... on garbage
+        raise ValueError(f"corrupt or truncated TFLite model ({type(exc).__name__}: {exc})") \
+            from None
+    _check_structure(model, data)
+    return model, data
+
+
+def _check_structure(model, data):
+    buffers = model.buffers or []
+    codes = model.operatorCodes or []
+    if not model.subgraphs:
+        raise ValueError("corrupt TFLite model: no subgraphs")
+    for b, buf in enumerate(buffers):
+        if buf is not None and buf.offset > 1 and buf.offset + buf.size > len(data):
+            raise ValueError(f"corrupt TFLite model: buffer {b} lies outside the file")
+    for s, sg in enumerate(model.subgraphs):
+        tensors = sg.tensors or []
+        for t, tensor in enumerate(tensors):
+            if tensor.buffer < 0 or tensor.buffer >= max(len(buffers), 1):
+                raise ValueError(f"corrupt TFLite model: tensor {t} of subgraph {s} refers to "
+                                 f"buffer {tensor.buffer} of {len(buffers)}")
+        for i, op in enumerate(sg.operators or []):
+            if op.opcodeIndex < 0 or op.opcodeIndex >= len(codes):
+                raise ValueError(f"corrupt TFLite model: operator {i} of subgraph {s} has "
+                                 f"opcode index {op.opcodeIndex} of {len(codes)}")
+            for t in list(_ints(op.inputs)) + list(_ints(op.outputs)):
+                if t < -1 or t >= len(tensors):
+                    raise ValueError(f"corrupt TFLite model: operator {i} of subgraph {s} uses "
+                                     f"tensor {t} of {len(tensors)}")
+
+
+def _ints(x):
+    return [] if x is None else [int(v) for v in x]
+
+
+class _AlignedBufferT(schema.BufferT):
+    """BufferT whose data vector starts on a 16-byte boundary (as the TFLite converter writes)."""
+
+    def Pack(self, builder):
+        data = None
+        if self.data is not None:
+            payload = np.asarray(self.data, dtype=np.uint8).tobytes()
+            builder.StartVector(1, len(payload), 16)
+            builder.head = builder.head - len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, self.offset)
+        schema.BufferAddSize(builder, self.size)
+        return schema.BufferEnd(builder)
+
+
+def save_model(model: schema.ModelT) -> bytes:
+    """Serializes the object-API model (file identifier TFL3, 16-byte aligned buffers)."""
+    for i, buf in enumerate(model.buffers or []):
+        if not isinstance(buf, _AlignedBufferT):
+            nb = _AlignedBufferT()
+            nb.data, nb.offset, nb.size = buf.data, buf.offset, buf.size
+            model.buffers[i] = nb
+    size = sum(len(b.data) for b in model.buffers or [] if b.data is not None)
+    builder = flatbuffers.Builder(size + 65536)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+# --------------------------------------------------------------------------------------------
+# small accessors
+
+def op_code(model, op) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+
+
+def custom_code(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    if op_code(model, op) != _BO.CUSTOM or code.customCode is None:
+        return None
+    cc = code.customCode
+    return cc.decode("utf-8", "replace") if isinstance(cc, (bytes, bytearray)) else str(cc)
+
+
+def builtin_name(code: int) -> str:
+    for name, value in vars(_BO).items():
+        if value == code and not name.startswith("_"):
+            return name
+    return f"BUILTIN_{code}"
+
+
+def tensor_name(tensor) -> str:
+    n = tensor.name
+    return n.decode("utf-8", "replace") if isinstance(n, (bytes, bytearray)) else (n or "")
+
+
+def buffer_data(model, raw: bytes, index: int):
+    """The bytes of buffer `index` (inline data, or the external offset/size form), or None."""
+    if index <= 0 or index >= len(model.buffers or []):
+        return None
+    buf = model.buffers[index]
+    if buf.data is not None and len(buf.data):
+        return np.asarray(buf.data, dtype=np.uint8)
+    if buf.offset > 1 and buf.size > 0:
+        return np.frombuffer(raw, dtype=np.uint8, count=buf.size, offset=buf.offset)
+    return None
+
+
+def custom_options_bytes(op, raw: bytes):
+    if op.customOptions is not None and len(op.customOptions):
+        return bytes(np.asarray(op.customOptions, dtype=np.uint8))
+    if op.largeCustomOptionsSize:
+        start, size = int(op.largeCustomOptionsOffset), int(op.largeCustomOptionsSize)
+        if start + size > len(raw):
+            raise ValueError("custom options lie outside the file (truncated?)")
+        return raw[start:start + size]
+    return b""
+
+
+def constant_array(model, raw, tensor):
+    """A constant tensor's value as a NumPy array, or None when it is not constant."""
+    data = buffer_data(model, raw, tensor.buffer)
+    if data is None:
+        return None
+    dtype = _NP_TYPES.get(tensor.type)
+    shape = tuple(_ints(tensor.shape))
+    if dtype is None:
+        return None
+    count = int(np.prod(shape)) if shape else 1
+    if count * np.dtype(dtype).itemsize != len(data):
+        raise ValueError(f"tensor {tensor_name(tensor)!r}: buffer has {len(data)} bytes, shape "
+                         f"{list(shape)} needs {count * np.dtype(dtype).itemsize}")
+    return np.frombuffer(data.tobytes(), dtype=dtype).reshape(shape)
+
+
+def has_npas_custom_ops(model_bytes, strict: bool = False) -> bool:
+    """True when the model (bytes or a path) contains NPAS custom ops, which only run through the
+    npas delegate. Cheap: reads the operator-code table only. Unparseable input gives False, or
+    ValueError with `strict=True`."""
+    try:
+        data = read_bytes(model_bytes)
+        _check_identifier(data)
+        m = schema.Model.GetRootAs(data, 0)
+        for i in range(m.OperatorCodesLength()):
+            cc = m.OperatorCodes(i).CustomCode()
+            if cc is not None and fmt.is_npas_custom_name(cc):
+                return True
+        return False
+    except (ValueError, TypeError, OSError):
+        if strict:
+            raise
+        return False
+    except Exception as exc:  # garbage in the flatbuffer
+        if strict:
+            raise ValueError(f"corrupt TFLite model ({type(exc).__name__}: {exc})") from None
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+def get_metadata(model, name: str = METADATA_NAME):
+    for md in model.metadata or []:
+        mname = md.name.decode() if isinstance(md.name, bytes) else md.name
+        if mname == name and 0 < md.buffer < len(model.buffers or []):
+            data = model.buffers[md.buffer].data
+            return None if data is None else bytes(np.asarray(data, dtype=np.uint8))
+    return None
+
+
+def set_metadata(model, data: bytes, name: str = METADATA_NAME):
+    buf = _AlignedBufferT()
+    buf.data = np.frombuffer(data, dtype=np.uint8)
+    for md in model.metadata or []:
+        mname = md.name.decode() if isinstance(md.name, bytes) else md.name
+        if mname == name and 0 < md.buffer < len(model.buffers):
+            model.buffers[md.buffer] = buf
+            return
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    if model.metadata is None:
+        model.metadata = []
+    model.metadata.append(entry)
+
+
+def read_schemes_metadata(model):
+    data = get_metadata(model)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"the {METADATA_NAME!r} metadata is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers", []), list):
+        raise ValueError(f"the {METADATA_NAME!r} metadata has an unexpected structure")
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# the weight ops of a model
+
+def _options_attrs(model, op, kind):
+    o = op.builtinOptions
+    attrs = dict(padding=0, activation=0, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
+                 depth_multiplier=1)
+    if o is None:
+        return attrs
+    attrs["activation"] = int(getattr(o, "fusedActivationFunction", 0))
+    if kind != fmt.KIND_FC:
+        attrs.update(padding=int(o.padding) + 1, stride_h=int(o.strideH), stride_w=int(o.strideW),
+                     dilation_h=int(o.dilationHFactor), dilation_w=int(o.dilationWFactor))
+    return attrs
+
+
+def weight_ops(model, raw):
+    """Yields one dict per FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D / NPAS custom op."""
+    for s, sg in enumerate(model.subgraphs):
+        for i, op in enumerate(sg.operators or []):
+            code = op_code(model, op)
+            inputs = _ints(op.inputs)
+            cname = custom_code(model, op)
+            if code in KIND_BY_BUILTIN and len(inputs) >= 2 and inputs[1] >= 0:
+                kind = KIND_BY_BUILTIN[code]
+                yield dict(subgraph=s, op_index=i, op=op, kind=kind, custom=None,
+                           builtin=builtin_name(code), inputs=inputs,
+                           weight_tensor=inputs[1], tensor=sg.tensors[inputs[1]])
+            elif cname is not None and fmt.is_npas_custom_name(cname):
+                yield dict(subgraph=s, op_index=i, op=op, kind=fmt.KIND_BY_NAME[cname],
+                           custom=cname, builtin=fmt.BUILTIN_NAMES[fmt.KIND_BY_NAME[cname]],
+                           inputs=inputs, weight_tensor=inputs[1] if len(inputs) > 1 else -1,
+                           tensor=None)
+
+
+def decode_custom_op(model, raw, sg, entry):
+    """(options, GEMM-view matrix) of an NPAS custom op; ValueError naming the op on problems."""
+    op, inputs = entry["op"], entry["inputs"]
+    where = f"op {entry['op_index']} ({entry['custom']}) of subgraph {entry['subgraph']}"
+    try:
+        if len(inputs) != 4:
+            raise ValueError(f"expected 4 inputs (activation, values, index, bias), got "
+                             f"{len(inputs)}")
+        opts = fmt.unpack_options(custom_options_bytes(op, raw), entry["custom"])
+        if inputs[1] < 0 or inputs[2] < 0:
+            raise ValueError("values or index input missing")
+        vt, it = sg.tensors[inputs[1]], sg.tensors[inputs[2]]
+        if vt.type != _TT.FLOAT32 or it.type not in (_TT.UINT8, _TT.INT8):
+            raise ValueError("values must be float32 and index data uint8")
+        values = constant_array(model, raw, vt)
+        index = constant_array(model, raw, it)
+        if values is None or index is None:
+            raise ValueError("values or index data are not constant tensors")
+        matrix = fmt.decode_matrix(opts, values.ravel(), index.ravel().view(np.uint8))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return opts, matrix
+
+
+# --------------------------------------------------------------------------------------------
+# analysis and NPAS rewrite
+
+def _describe(matrix, kernel_hw):
+    """Scheme description of a GEMM-view weight from its zeros (npas_keras.schemes when there)."""
+    mask = matrix != 0
+    try:
+        from npas_keras.schemes import describe_mask
+        desc = dict(describe_mask(mask, kernel_hw))
+    except (ImportError, AttributeError):
+        desc = {}
+    except Exception as exc:  # a scheme module bug must not break export
+        desc = {"describe_error": f"{type(exc).__name__}: {exc}"}
+    density = float(mask.mean()) if mask.size else 1.0
+    desc.setdefault("density", density)
+    if "scheme" not in desc:
+        desc["scheme"] = "dense" if density >= 1.0 else "unstructured"
+    desc.setdefault("block_shape", None)
+    return desc
+
+
+def _scheme_name(scheme):
+    if isinstance(scheme, str):
+        try:
+            scheme = json.loads(scheme)
+        except ValueError:
+            return scheme
+    if isinstance(scheme, dict):
+        return scheme.get("name") or scheme.get("scheme")
+    return None if scheme is None else str(scheme)
+
+
+def _jsonable(x):
+    if isinstance(x, str):
+        try:
+            return json.loads(x)
+        except ValueError:
+            return x
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _buffer_uses(model):
+    uses = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            uses[t.buffer] = uses.get(t.buffer, 0) + 1
+    return uses
+
+
+def _custom_opcode_index(model, name):
+    for i, code in enumerate(model.operatorCodes):
+        cc = code.customCode
+        if isinstance(cc, bytes):
+            cc = cc.decode("utf-8", "replace")
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == _BO.CUSTOM and cc == name:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = _BO.CUSTOM
+    code.deprecatedBuiltinCode = _BO.CUSTOM
+    code.customCode = name
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _eligible(model, raw, sg, entry, weights):
+    """None when the op can become an NPAS custom op, else the reason why not."""
+    op, kind, t = entry["op"], entry["kind"], entry["tensor"]
+    if t.type != _TT.FLOAT32 or weights is None:
+        return "weights are not constant float32"
+    if t.sparsity is not None:
+        return "weights already use TFLite sparsity"
+    for idx in (entry["inputs"][0], op.outputs[0] if len(op.outputs) else -1):
+        if idx < 0 or sg.tensors[idx].type != _TT.FLOAT32:
+            return "activation is not float32"
+    o = op.builtinOptions
+    if o is None:
+        return "missing builtin options"
+    if int(getattr(o, "fusedActivationFunction", 0)) not in (0, 1, 2, 3):
+        return "fused activation not supported by the custom op"
+    if kind == fmt.KIND_FC:
+        if getattr(o, "weightsFormat", 0) != 0:
+            return "shuffled weights"
+        # the custom op has no keep_num_dims attribute: the delegate keeps the batch dims
+        # exactly when the input has rank > 2, so rewrite only where that matches the builtin
+        act_rank = len(_ints(sg.tensors[entry["inputs"][0]].shape))
+        if bool(getattr(o, "keepNumDims", False)) != (act_rank > 2):
+            return "keep_num_dims does not follow the input rank"
+        if weights.ndim != 2:
+            return "weights are not 2-D"
+    elif weights.ndim != 4:
+        return "weights are not 4-D"
+    elif kind == fmt.KIND_CONV:
+        act_shape = _ints(sg.tensors[entry["inputs"][0]].shape)
+        if not act_shape or act_shape[-1] != weights.shape[3]:
+            return "grouped convolution (filter channels != input channels)"
+    if len(entry["inputs"]) > 3 and entry["inputs"][3] >= 0:
+        bias = sg.tensors[entry["inputs"][3]]
+        if bias.type != _TT.FLOAT32:
+            return "bias is not float32"
+    return None
+
+
+def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
+    """Adds the `npas_schemes` metadata and (npas=True) rewrites pruned weight ops into NPAS
+    custom ops. `op_info` maps (subgraph, op_index) -> {"layer", "weight", "scheme"} from the
+    Keras side. Returns (model bytes, metadata dict)."""
+    model, raw = load_model(data)
+    op_info = op_info or {}
+    uses = _buffer_uses(model)
+    rows = []
+    for entry in list(weight_ops(model, raw)):
+        if entry["custom"] is not None:
+            raise ValueError("the model already contains NPAS custom ops")
+        sg = model.subgraphs[entry["subgraph"]]
+        op, kind, t = entry["op"], entry["kind"], entry["tensor"]
+        weights = constant_array(model, raw, t)
+        info = op_info.get((entry["subgraph"], entry["op_index"]), {})
+        row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
+                   custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
+                   tensor=tensor_name(t), shape=_ints(t.shape), scheme=None, scheme_config=None,
+                   block_shape=None, density=None, encoding=None, stored_bytes=None,
+                   dense_bytes=None, note=None)
+        rows.append(row)
+        if weights is None:
+            row["note"] = "weights are not constant"
+            continue
+        shape = weights.shape
+        kh, kw = (shape[1], shape[2]) if kind != fmt.KIND_FC and weights.ndim == 4 else (1, 1)
+        matrix = fmt.gemm_view(kind, weights.astype(np.float32))
+        desc = _describe(matrix, (kh, kw))
+        scheme_cfg = _jsonable(info.get("scheme")) if info.get("scheme") is not None else None
+        row["scheme"] = _scheme_name(scheme_cfg) or desc.get("scheme")
+        row["scheme_config"] = scheme_cfg if scheme_cfg is not None else _jsonable(desc)
+        bs = None
+        if isinstance(scheme_cfg, dict):
+            bs = scheme_cfg.get("block_shape") or (scheme_cfg.get("options") or {}).get(
+                "block_shape")
+        row["block_shape"] = _jsonable(bs if bs is not None else desc.get("block_shape"))
+        row["density"] = float((matrix != 0).mean())
+        row["dense_bytes"] = row["stored_bytes"] = int(weights.nbytes)
+        if not npas:
+            continue
+        reason = _eligible(model, raw, sg, entry, weights)
+        if reason is None and uses.get(t.buffer, 0) != 1:
+            reason = "weight buffer shared with another tensor"
+        if reason is None and row["density"] >= 1.0:
+            reason = "dense"
+        if reason is None and row["density"] == 0.0:
+            reason = "all weights are zero"
+        if reason is not None:
+            row["note"] = reason
+            continue
+        hints = fmt.hints_from_scheme(scheme_cfg) if scheme_cfg is not None else {}
+        if not hints.get("block_shapes") and isinstance(row["block_shape"], list):
+            hints["block_shapes"] = [tuple(row["block_shape"])]
+        enc, index, values, params = fmt.encode_matrix(
+            matrix, kind, kh, kw, hints.get("block_shapes", ()), hints.get("nm", ()))
+        if index.nbytes + values.nbytes >= weights.nbytes:
+            row["note"] = "compact form not smaller than dense"
+            continue
+        attrs = _options_attrs(model, op, kind)
+        out_ch = matrix.shape[0]
+        if kind == fmt.KIND_FC:
+            in_ch = matrix.shape[1]
+        elif kind == fmt.KIND_CONV:
+            in_ch = shape[3]
+        else:
+            act = sg.tensors[entry["inputs"][0]]
+            act_shape = _ints(act.shape)
+            in_ch = act_shape[-1] if act_shape else 0
+            if in_ch <= 0 or out_ch % in_ch:
+                row["note"] = "depthwise channel count unknown"
+                continue
+            attrs["depth_multiplier"] = out_ch // in_ch
+        scheme_json = json.dumps({"layer": row["layer"], "scheme": row["scheme"],
+                                  "config": row["scheme_config"]}, sort_keys=True,
+                                 default=str)
+        opts = fmt.CustomOptions(
+            op_kind=kind, out_channels=out_ch, kh=kh, kw=kw, in_channels=int(in_ch),
+            rows=matrix.shape[0], cols=matrix.shape[1], encoding=enc, params=params,
+            n_values=len(values), index_bytes=len(index), crc_values=fmt.crc32(values.tobytes()),
+            crc_index=fmt.crc32(index.tobytes()), scheme_json=scheme_json, **attrs)
+        fmt.validate_options(opts)
+        # values take over the dense weight tensor and its buffer; the index gets a new tensor
+        vbuf = _AlignedBufferT()
+        vbuf.data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
+        model.buffers[t.buffer] = vbuf
+        t.shape = np.array([len(values)], dtype=np.int32)
+        t.shapeSignature = None
+        t.name = tensor_name(t) + "/npas_values"
+        ibuf = _AlignedBufferT()
+        ibuf.data = index.astype(np.uint8)
+        model.buffers.append(ibuf)
+        it = schema.TensorT()
+        it.shape = np.array([len(index)], dtype=np.int32)
+        it.type = _TT.UINT8
+        it.buffer = len(model.buffers) - 1
+        it.name = tensor_name(t)[: -len("/npas_values")] + "/npas_index"
+        it.hasRank = True
+        sg.tensors.append(it)
+        bias = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
+        op.inputs = np.array([entry["inputs"][0], entry["weight_tensor"], len(sg.tensors) - 1,
+                              bias], dtype=np.int32)
+        op.opcodeIndex = _custom_opcode_index(model, fmt.CUSTOM_NAMES[kind])
+        op.builtinOptionsType = schema.BuiltinOptions.NONE
+        op.builtinOptions = None
+        op.customOptions = np.frombuffer(opts.pack(), dtype=np.uint8)
+        op.customOptionsFormat = 0
+        row.update(custom_op=fmt.CUSTOM_NAMES[kind], encoding=fmt.ENCODING_NAMES[enc],
+                   stored_bytes=int(values.nbytes + index.nbytes))
+    meta = {"format": METADATA_NAME, "version": 1,
+            "export_format": export_format or ("npas" if npas else "standard"), "layers": rows}
+    set_metadata(model, json.dumps(meta, sort_keys=True, default=str).encode("utf-8"))
+    return save_model(model), meta

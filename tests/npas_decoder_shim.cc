@@ -1,0 +1,46 @@
+// Test-only C shim over npas::DecodeNpasCustomOp, loaded through ctypes by
+// tests/test_export_decoder.py (built into a temporary shared library by that test).
+#include <cstring>
+#include <string>
+
+#include "tflite_custom_ops/npas_custom_ops.h"
+
+extern "C" {
+
+// Returns 1 on success; fills weights (capacity in floats), meta (16 ints) and err.
+// meta: kind, padding, activation, stride_h, stride_w, dilation_h, dilation_w,
+//       depth_multiplier, out_channels, kh, kw, in_channels, n_weights.
+int npas_test_decode(const char* name, const void* opts, size_t opts_size, const void* values,
+                     size_t values_bytes, int values_type, int values_dim, const void* index,
+                     size_t index_bytes, int index_type, int index_dim, float* weights,
+                     size_t capacity, int* meta, char* err, size_t err_cap) {
+  npas::RawTensor v, i;
+  v.data = values;
+  v.bytes = values_bytes;
+  v.tflite_type = values_type;
+  v.num_dims = 1;
+  v.dims = &values_dim;
+  i.data = index;
+  i.bytes = index_bytes;
+  i.tflite_type = index_type;
+  i.num_dims = 1;
+  i.dims = &index_dim;
+  npas::DecodedLayer d;
+  std::string error;
+  bool ok = npas::DecodeNpasCustomOp(name, opts, opts_size, v, i, &d, &error);
+  if (err && err_cap) {
+    std::strncpy(err, error.c_str(), err_cap - 1);
+    err[err_cap - 1] = 0;
+  }
+  if (!ok) return 0;
+  int m[13] = {int(d.kind), d.padding, d.activation, d.stride_h, d.stride_w, d.dilation_h,
+               d.dilation_w, d.depth_multiplier, d.out_channels, d.kh, d.kw, d.in_channels,
+               int(d.weights.size())};
+  std::memcpy(meta, m, sizeof(m));
+  if (d.weights.size() <= capacity)
+    std::memcpy(weights, d.weights.data(), d.weights.size() * sizeof(float));
+  return 1;
+}
+
+int npas_test_is_custom(const char* name) { return npas::IsNpasCustomOp(name) ? 1 : 0; }
+}
