@@ -1,0 +1,381 @@
+"""NPASTuner: KerasTuner search over architecture and per-layer pruning, with fast evaluation.
+
+A trial: build the (dense) candidate from the user's build function, inherit weights from a
+pre-trained dense model when given, prune it one-shot with the trial's per-layer schemes
+(magnitude masks from npas_keras.schemes), fine-tune briefly with the masks held, then report
+the objective, the *measured* latency of the exported TFLite model and whether it fits the
+budget. The model kept for each trial is a plain tf_keras model whose kernels carry the scheme's
+zeros, ready for npas_keras.strip / npas_keras.export.
+
+It subclasses keras_tuner's BaseTuner (the base of keras_tuner.Tuner): keras_tuner.Tuner itself
+is tied to the Keras 3 package installed alongside, while npas-keras models are tf_keras.
+"""
+import json
+import os
+
+import numpy as np
+from keras_tuner.src.engine import base_tuner
+from keras_tuner.src.engine import hypermodel as hm_module
+from keras_tuner.src.engine import trial as trial_module
+
+from npas_keras.latency.predictor import model_layer_specs
+from npas_keras.latency.specs import layer_kind, prune_layer_weights, unwrap
+from npas_keras.tuner.oracle import LATENCY_METRIC, NPASOracle
+
+DEFAULT_SCHEMES = ("dense", "block_punched", "bcr", "pattern")
+DEFAULT_RATES = (0.5, 0.7, 0.8, 0.9)
+DEFAULT_BLOCKS = ("4x16", "8x16", "16x16")
+
+
+def scheme_hp_name(layer_name, spec):
+    if spec.kind == "dense":
+        return f"scheme:{layer_name}"
+    kh, kw = spec.kernel_size
+    return f"scheme:{layer_name}:{kh}x{kw}"
+
+
+def _parse_block(text):
+    r, c = str(text).lower().split("x")
+    return int(r), int(c)
+
+
+class NPASHyperModel(hm_module.HyperModel):
+    """Wraps a user build function (hp -> dense tf_keras model) and adds the pruning space:
+
+    'rate' (Choice over `rates`), 'block' (Choice over `block_shapes`, 'RxC' strings) and, per
+    prunable layer with at least `min_params` weights, 'scheme:<layer>[:<kh>x<kw>]' over the
+    schemes that apply to its kind ('pattern' only for 3x3 convolutions; depthwise layers stay
+    dense). The user's own hps (operators, widths, anything) stay in the space as declared.
+    """
+
+    def __init__(self, build_fn, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
+                 block_shapes=DEFAULT_BLOCKS, min_params=256, name=None, tunable=True):
+        super().__init__(name=name, tunable=tunable)
+        if not callable(build_fn) and not hasattr(build_fn, "build"):
+            raise TypeError("build_fn must be a callable hp -> tf_keras model or a HyperModel")
+        self.build_fn = build_fn
+        self.schemes = tuple(schemes)
+        self.rates = tuple(float(r) for r in rates)
+        self.block_shapes = tuple(block_shapes)
+        self.min_params = int(min_params)
+        for r in self.rates:
+            if not 0.0 < r < 1.0:
+                raise ValueError(f"rates must be strictly between 0 and 1, got {r}")
+
+    def build_dense(self, hp):
+        import tf_keras as keras
+
+        from npas_keras.compat import check_model
+
+        keras.backend.clear_session()  # deterministic layer names across builds
+        build = self.build_fn.build if hasattr(self.build_fn, "build") else self.build_fn
+        return check_model(build(hp), "build_fn's result")
+
+    def allowed_schemes(self, spec):
+        if spec.kind == "depthwise_conv2d" or spec.num_params() < self.min_params:
+            return ["dense"]
+        out = []
+        for s in self.schemes:
+            if s == "pattern" and not (spec.kind == "conv2d" and spec.kernel_size == (3, 3)):
+                continue
+            out.append(s)
+        return out or ["dense"]
+
+    def declare(self, hp, model):
+        if len(self.rates) > 1:
+            hp.Choice("rate", list(self.rates), default=self.rates[len(self.rates) // 2])
+        if len(self.block_shapes) > 1 and any(s in ("block_punched", "bcr") for s in self.schemes):
+            hp.Choice("block", list(self.block_shapes), default=self.block_shapes[-1])
+        for name, spec in model_layer_specs(model):
+            allowed = self.allowed_schemes(spec)
+            if len(allowed) > 1:
+                default = allowed[1] if allowed[0] == "dense" else allowed[0]
+                hp.Choice(scheme_hp_name(name, spec), allowed, default=default)
+
+    def build(self, hp):
+        model = self.build_dense(hp)
+        self.declare(hp, model)
+        return model
+
+    def mapping(self, model, values):
+        """{layer name: Scheme | None} from a trial's hp values for this (built) model."""
+        from npas_keras.schemes import Scheme
+
+        rate = float(values.get("rate", self.rates[len(self.rates) // 2]))
+        block = _parse_block(values.get("block", self.block_shapes[-1]))
+        out = {}
+        for name, spec in model_layer_specs(model):
+            allowed = self.allowed_schemes(spec)
+            choice = values.get(scheme_hp_name(name, spec),
+                                "dense" if len(allowed) == 1 else
+                                (allowed[1] if allowed[0] == "dense" else allowed[0]))
+            if choice not in allowed and allowed == ["dense"]:
+                choice = "dense"  # too small at this width (the hp was declared at another)
+            if choice not in allowed:
+                raise ValueError(f"scheme {choice!r} does not apply to layer {name!r} "
+                                 f"({spec.kind} {spec.kernel_size})")
+            if choice == "dense":
+                out[name] = None
+            elif choice in ("block_punched", "bcr"):
+                rows, red = spec.matrix_shape()
+                out[name] = Scheme(choice, rate=rate,
+                                   block_shape=(min(block[0], rows), min(block[1], red)))
+            else:
+                out[name] = Scheme(choice, rate=rate)
+        return out
+
+
+class ValuesLatencyPredictor:
+    """values dict -> predicted ms: builds the candidate, maps its schemes and asks a
+    model predictor (callable(model, mapping) -> ms, e.g. latency.TablePredictor)."""
+
+    def __init__(self, hypermodel, model_predictor):
+        self.hypermodel = hypermodel
+        self.model_predictor = model_predictor
+        self.oracle = None
+
+    def __call__(self, values):
+        hp = self.oracle.get_space()
+        hp.values = dict(values)
+        model = self.hypermodel.build_dense(hp)
+        return float(self.model_predictor(model, self.hypermodel.mapping(model, values)))
+
+
+def inherit_weights(source, target):
+    """Copies weights from a pre-trained dense `source` into `target`, layer by layer.
+
+    Layers are paired by class and order of appearance; each weight is copied where shapes agree,
+    or its leading slice where the target is narrower (width multiplier < 1). Returns the number
+    of layers that inherited."""
+    def weighted(model):
+        out = {}
+        for layer in model.layers:
+            layer = unwrap(layer)
+            if layer.weights:
+                out.setdefault(type(layer).__name__, []).append(layer)
+        return out
+
+    src, dst = weighted(source), weighted(target)
+    count = 0
+    for cls, layers in dst.items():
+        for i, layer in enumerate(layers):
+            if cls not in src or i >= len(src[cls]):
+                continue
+            s_w, d_w = src[cls][i].get_weights(), layer.get_weights()
+            if len(s_w) != len(d_w):
+                continue
+            new, ok = [], True
+            for s, d in zip(s_w, d_w):
+                if s.ndim != d.ndim:
+                    ok = False
+                    break
+                out = d.copy()
+                sl = tuple(slice(0, min(a, b)) for a, b in zip(s.shape, d.shape))
+                out[sl] = s[sl]
+                new.append(out)
+            if ok:
+                layer.set_weights(new)
+                count += 1
+    return count
+
+
+def one_shot_prune(model, mapping):
+    """Applies each layer's scheme to its kernel (magnitude masks); returns [(variable, mask)]."""
+    held = []
+    by_name = {layer.name: layer for layer in model.layers}
+    for name, scheme in mapping.items():
+        if scheme is None or name not in by_name:
+            continue
+        layer = by_name[name]
+        mask = prune_layer_weights(layer, scheme)
+        inner = unwrap(layer)
+        var = inner.depthwise_kernel if layer_kind(inner) == "depthwise_conv2d" else inner.kernel
+        held.append((var, mask.astype(np.float32)))
+    return held
+
+
+def _mask_keeper(held):
+    import tf_keras as keras
+
+    class KeepMasks(keras.callbacks.Callback):
+        """Re-applies the masks after every batch so fine-tuning keeps the scheme's zeros."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            for var, mask in held:
+                var.assign(var * mask)
+
+    return KeepMasks()
+
+
+def weight_density(model, mapping):
+    total = kept = 0
+    by_name = {layer.name: layer for layer in model.layers}
+    for name in mapping:
+        inner = unwrap(by_name[name])
+        var = inner.depthwise_kernel if layer_kind(inner) == "depthwise_conv2d" else inner.kernel
+        w = var.numpy()
+        total += w.size
+        kept += int(np.count_nonzero(w))
+    return kept / max(total, 1)
+
+
+class NPASTuner(base_tuner.BaseTuner):
+    """Joint architecture + per-layer pruning search under a latency budget.
+
+    Args:
+        hypermodel: the user's build function (hp -> dense tf_keras model, compiled or not) or a
+            keras_tuner HyperModel. Use npas_keras.tuner.width / operator for searched widths
+            and operators; any other hp the function declares is searched too.
+        objective: metric to optimize (e.g. 'val_accuracy').
+        latency_budget_ms: candidates predicted over it are never trained; trials measured over
+            it are reported infeasible (metric 'feasible' = 0) and ranked after feasible ones.
+        max_trials: number of trials.
+        pretrained: optional pre-trained dense model to inherit weights from (fast evaluation).
+        fine_tune_epochs, batch_size: the short fine-tune after the one-shot prune.
+        latency_fn: callable(tflite bytes) -> ms measuring each trial's model. Default: the
+            latency table's measure function (the npas delegate when built).
+        latency_predictor: callable(model, mapping) -> ms for the oracle's filter. Default:
+            latency.TablePredictor(latency_table).
+        latency_table: a LatencyTable (default: LatencyTable(threads=threads)).
+        oracle: another keras_tuner Oracle (e.g. RandomSearchOracle, for comparisons); default a
+            NPASOracle built from `oracle_kwargs`.
+        schemes, rates, block_shapes, min_params: the pruning search space (NPASHyperModel).
+    """
+
+    def __init__(self, hypermodel, objective="val_accuracy", latency_budget_ms=None,
+                 max_trials=10, pretrained=None, fine_tune_epochs=1, batch_size=32,
+                 latency_fn=None, latency_predictor=None, latency_table=None, threads=1,
+                 oracle=None, oracle_kwargs=None, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
+                 block_shapes=DEFAULT_BLOCKS, min_params=256, seed=None, directory=None,
+                 project_name=None, overwrite=False, verbose=0, **kwargs):
+        hm = hypermodel if isinstance(hypermodel, NPASHyperModel) else NPASHyperModel(
+            hypermodel, schemes=schemes, rates=rates, block_shapes=block_shapes,
+            min_params=min_params)
+        self.latency_budget_ms = latency_budget_ms
+        self.pretrained = pretrained
+        self.fine_tune_epochs = int(fine_tune_epochs)
+        self.batch_size = int(batch_size)
+        self.fit_verbose = verbose
+        if latency_table is None and (latency_fn is None or latency_predictor is None):
+            from npas_keras.latency.table import LatencyTable
+
+            latency_table = LatencyTable(threads=threads, measure_fn=latency_fn,
+                                         runtime=None if latency_fn is None else "custom")
+        self.latency_table = latency_table
+        self.latency_fn = latency_fn or latency_table.measure_bytes
+        if latency_predictor is None:
+            from npas_keras.latency.predictor import TablePredictor
+
+            latency_predictor = TablePredictor(latency_table)
+        self.latency_predictor = latency_predictor
+        self._values_predictor = ValuesLatencyPredictor(hm, latency_predictor)
+        if oracle is None:
+            oracle = NPASOracle(objective=objective, max_trials=max_trials,
+                                latency_predictor=self._values_predictor,
+                                latency_budget_ms=latency_budget_ms, seed=seed,
+                                **(oracle_kwargs or {}))
+        self._values_predictor.oracle = oracle
+        super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
+                         project_name=project_name, overwrite=overwrite, **kwargs)
+
+    # -- a trial ---------------------------------------------------------------------------------
+    def run_trial(self, trial, x=None, y=None, validation_data=None, epochs=None,
+                  batch_size=None, callbacks=None, **fit_kwargs):
+        import tf_keras as keras
+
+        from npas_keras.latency.measure import to_tflite
+
+        fit_kwargs.pop("verbose", None)  # the tuner's own fit_verbose decides
+        hp = trial.hyperparameters
+        model = self.hypermodel.build(hp)
+        if self.pretrained is not None:
+            inherit_weights(self.pretrained, model)
+        mapping = self.hypermodel.mapping(model, hp.values)
+        held = one_shot_prune(model, mapping)
+        if model.optimizer is None or not getattr(model, "compiled_loss", None):
+            model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        epochs = self.fine_tune_epochs if epochs is None else int(epochs)
+        metrics = {}
+        if epochs > 0:
+            history = model.fit(x, y, validation_data=validation_data, epochs=epochs,
+                                batch_size=batch_size or self.batch_size,
+                                callbacks=[_mask_keeper(held)] + list(callbacks or []),
+                                verbose=self.fit_verbose, **fit_kwargs)
+            metrics = {k: float(v[-1]) for k, v in history.history.items()}
+        objective = self.oracle.objective.name
+        if objective not in metrics:
+            if validation_data is not None:
+                ev = model.evaluate(*validation_data[:2], verbose=0, return_dict=True)
+                metrics.update({f"val_{k}": float(v) for k, v in ev.items()})
+            if objective not in metrics and x is not None:
+                ev = model.evaluate(x, y, verbose=0, return_dict=True)
+                metrics.update({k: float(v) for k, v in ev.items() if k not in metrics})
+        latency = float(self.latency_fn(to_tflite(model)))
+        metrics[LATENCY_METRIC] = latency
+        metrics["density"] = weight_density(model, mapping) if mapping else 1.0
+        metrics["feasible"] = float(self.latency_budget_ms is None
+                                    or latency <= self.latency_budget_ms)
+        self.save_model(trial.trial_id, model)
+        with open(os.path.join(self.get_trial_dir(trial.trial_id), "mapping.json"), "w") as f:
+            json.dump({k: (None if v is None else v.to_json()) for k, v in mapping.items()}, f,
+                      indent=1)
+        return metrics
+
+    def _checkpoint(self, trial_id):
+        return os.path.join(self.get_trial_dir(trial_id), "checkpoint")
+
+    def save_model(self, trial_id, model, step=0):
+        model.save_weights(self._checkpoint(trial_id))
+
+    def load_model(self, trial):
+        model = self.hypermodel.build(trial.hyperparameters)
+        model.load_weights(self._checkpoint(trial.trial_id)).expect_partial()
+        return model
+
+    def load_mapping(self, trial):
+        from npas_keras.schemes import Scheme
+
+        with open(os.path.join(self.get_trial_dir(trial.trial_id), "mapping.json")) as f:
+            raw = json.load(f)
+        return {k: (None if v is None else Scheme.from_json(v)) for k, v in raw.items()}
+
+    # -- results ---------------------------------------------------------------------------------
+    def _trial_feasible(self, trial):
+        if self.latency_budget_ms is None:
+            return True
+        if trial.metrics.exists(LATENCY_METRIC):
+            return trial.metrics.get_last_value(LATENCY_METRIC) <= self.latency_budget_ms
+        return False
+
+    def get_best_trials(self, num_trials=1, feasible_only=True):
+        """Completed trials by objective, those within the latency budget first (only those
+        when feasible_only)."""
+        n = max(len(getattr(self.oracle, "trials", {}) or {}), self.oracle.max_trials or 1, 1)
+        trials = [t for t in self.oracle.get_best_trials(n)
+                  if t.status == trial_module.TrialStatus.COMPLETED]
+        feasible = [t for t in trials if self._trial_feasible(t)]
+        if feasible_only:
+            return feasible[:num_trials]
+        return (feasible + [t for t in trials if not self._trial_feasible(t)])[:num_trials]
+
+    def get_best_models(self, num_models=1):
+        """The best feasible pruned models (plain tf_keras, zeros in place; strip/export-ready)."""
+        return [self.load_model(t) for t in self.get_best_trials(num_models)]
+
+    def get_best_hyperparameters(self, num_trials=1):
+        return [t.hyperparameters for t in self.get_best_trials(num_trials)]
+
+    def results(self):
+        """[{trial_id, values, score, latency_ms, feasible, status}] for all trials."""
+        out = []
+        trials = getattr(self.oracle, "trials", None)
+        if trials is None:
+            return out
+        for t in trials.values():
+            lat = (t.metrics.get_last_value(LATENCY_METRIC)
+                   if t.metrics.exists(LATENCY_METRIC) else None)
+            out.append({"trial_id": t.trial_id, "values": dict(t.hyperparameters.values),
+                        "score": t.score, "latency_ms": lat, "status": t.status,
+                        "feasible": self._trial_feasible(t)})
+        return out

@@ -1,0 +1,181 @@
+"""NPASTuner end to end on digits (3 trials), and the distributed chief + 2 workers mode."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("tf_keras")
+
+from npas_keras.latency import (LatencyTable, TablePredictor, delegate_available,  # noqa: E402
+                                nonzero_weight_proxy_ms, to_tflite)
+from npas_keras.tuner import NPASTuner, apply_operator, operator, width  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def digits():
+    try:
+        from npas_keras.data import load_digits
+    except ImportError:  # pragma: no cover
+        load_digits = None
+    if load_digits is not None:
+        (x, y), (xt, yt) = load_digits()
+        return x, y, xt, yt
+    from sklearn.datasets import load_digits as sk  # pragma: no cover
+
+    b = sk()
+    x = (b.images / 16.0).astype(np.float32)[..., None]
+    return x[:1400], b.target[:1400], x[1400:], b.target[1400:]
+
+
+def build(hp):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = apply_operator(x, operator(hp, "block1", ("conv3x3", "dwsep3x3")), width(hp, 32))
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(hp.Choice("lr", [1e-3, 3e-3])),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_three_trial_search_on_digits_returns_exportable_model(tmp_path):
+    x, y, xt, yt = digits()
+    real = delegate_available()
+    if real:  # the real delegate, measured (cached in a temporary table)
+        table = LatencyTable(path=str(tmp_path / "lat.json"), runs=10, warmup=2)
+    else:     # not built yet: a fake, deterministic latency (nonzero weights)
+        table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=nonzero_weight_proxy_ms,
+                             runtime="fake")
+    # pre-trained dense model to inherit from (1 epoch is enough for digits)
+    from keras_tuner import HyperParameters
+
+    dense = build(HyperParameters())
+    dense.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    dense_ms = table.measure_model(dense)
+    # the fake latency is exact, so the budget can bite; real times of this tiny model are a few
+    # microseconds and noisy, so there the budget only has to admit the pruned candidates
+    budget = (1.5 if real else 0.9) * dense_ms
+    tuner = NPASTuner(build, objective="val_accuracy", latency_budget_ms=budget, max_trials=3,
+                      pretrained=dense, fine_tune_epochs=1, batch_size=64, latency_table=table,
+                      seed=1, directory=str(tmp_path), project_name="digits",
+                      oracle_kwargs={"pool_size": 8, "gp_restarts": 0})
+    tuner.search(x, y, validation_data=(xt, yt), verbose=0)
+    results = tuner.results()
+    assert len(results) == 3
+    for r in results:
+        assert r["status"] == "COMPLETED"
+        assert r["latency_ms"] > 0
+        # the oracle only proposed configurations predicted within the budget
+        assert tuner.oracle.predicted_latency(r["trial_id"]) <= budget
+    best = tuner.get_best_models(1)
+    assert len(best) == 1
+    model = best[0]
+    trial = tuner.get_best_trials(1)[0]
+    assert trial.score > 0.5  # inherited weights + one epoch: far above chance (0.1)
+    # the kept model carries the schemes' zeros
+    from npas_keras.schemes import satisfies
+
+    mapping = tuner.load_mapping(trial)
+    assert any(s is not None for s in mapping.values())
+    by_name = {layer.name: layer for layer in model.layers}
+    from npas_keras.latency import kernel_to_matrix, layer_kind
+
+    for name, scheme in mapping.items():
+        if scheme is None:
+            continue
+        layer = by_name[name]
+        kind = layer_kind(layer)
+        kernel = layer.kernel.numpy()
+        hw = kernel.shape[:2] if kind == "conv2d" else (1, 1)
+        assert satisfies((kernel_to_matrix(kernel, kind) != 0), scheme, kernel_hw=hw), name
+    # exportable: converts, and the TFLite model agrees with Keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=to_tflite(model))
+    interp.allocate_tensors()
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.set_tensor(d_in["index"], xt[:1])
+    interp.invoke()
+    np.testing.assert_allclose(interp.get_tensor(d_out["index"]), model.predict(xt[:1], verbose=0),
+                               atol=1e-4)
+
+
+DIST_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.path.insert(0, {root!r})
+    import numpy as np, tf_keras as keras
+    from npas_keras.latency import LatencyTable, nonzero_weight_proxy_ms
+    from npas_keras.tuner import NPASTuner
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 32)).astype("float32")
+    y = (x[:, :10].argmax(1)).astype("int64")
+
+    def build(hp):
+        m = keras.Sequential([keras.Input((32,)),
+                              keras.layers.Dense(hp.Choice("units", [32, 64]), activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+        m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    table = LatencyTable(path=os.path.join({tmp!r}, "lat.json"),
+                         measure_fn=nonzero_weight_proxy_ms, runtime="fake")
+    tuner = NPASTuner(build, objective="val_accuracy", latency_budget_ms=0.01, max_trials=4,
+                      latency_table=table, seed=2, directory={tmp!r}, project_name="dist",
+                      rates=(0.5, 0.8), oracle_kwargs={{"pool_size": 8, "gp_restarts": 0}})
+    tuner.search(x, y, validation_data=(x[:64], y[:64]), verbose=0)
+    if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
+        print("CHIEF-DONE", len(tuner.oracle.trials),
+              sorted({{t.hyperparameters.values.get("units") for t in tuner.oracle.trials.values()}}))
+    else:
+        print("WORKER-DONE", os.environ["KERASTUNER_TUNER_ID"])
+""")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_chief_and_two_workers(tmp_path):
+    pytest.importorskip("grpc")
+    script = tmp_path / "dist.py"
+    script.write_text(DIST_SCRIPT.format(root=ROOT, tmp=str(tmp_path)))
+    port = str(_free_port())
+    procs = {}
+    for tid in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, KERASTUNER_TUNER_ID=tid, KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=port, CUDA_VISIBLE_DEVICES="",
+                   OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+        procs[tid] = subprocess.Popen([sys.executable, str(script)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True)
+    outs = {}
+    try:
+        for tid in ("tuner0", "tuner1", "chief"):
+            outs[tid], _ = procs[tid].communicate(timeout=240)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    for tid in ("tuner0", "tuner1"):
+        assert procs[tid].returncode == 0, outs[tid][-3000:]
+        assert f"WORKER-DONE {tid}" in outs[tid]
+    assert procs["chief"].returncode == 0, outs["chief"][-3000:]
+    assert "CHIEF-DONE 4" in outs["chief"]
+    # both workers ran trials: each trial.json records which tuner ran it via the oracle files
+    trials = [json.load(open(tmp_path / "dist" / d / "trial.json"))
+              for d in os.listdir(tmp_path / "dist") if d.startswith("trial_")]
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials)
