@@ -55,7 +55,7 @@ Isa CpuIsa() {
   }();
   return isa;
 #elif defined(__aarch64__)
-  return Isa::kScalar;  // NEON kernels not written yet: the scalar ones are portable.
+  return Isa::kNeon;  // Advanced SIMD (NEON) is mandatory in AArch64: no run-time check needed.
 #else
   return Isa::kScalar;
 #endif

@@ -16,6 +16,9 @@ DepthwiseFn DepthwiseFor(Isa isa) {
   if (isa == Isa::kAvx512) return DepthwiseAvx512;
   if (isa == Isa::kAvx2) return DepthwiseAvx2;
 #endif
+#if defined(__aarch64__)
+  if (isa == Isa::kNeon) return DepthwiseNeon;
+#endif
   return DepthwiseScalar;
 }
 
@@ -48,7 +51,7 @@ class DepthwiseImpl : public PackedDepthwise {
       }
       tstart_[g + 1] = (int32_t)toffs_.size();
     }
-    w_ = static_cast<float*>(std::aligned_alloc(64, (w.size() * 4 + 127) / 64 * 64));
+    w_ = static_cast<float*>(AlignedAlloc(64, (w.size() * 4 + 127) / 64 * 64));
     if (!w.empty()) std::memcpy(w_, w.data(), w.size() * 4);
     w_floats_ = w.size();
     bias_.assign((size_t)ngroups * L, 0.0f);

@@ -27,7 +27,7 @@ struct AlignedFloats {
     std::free(p);
     n = count;
     size_t bytes = ((count * sizeof(float)) + 63) / 64 * 64 + 64;
-    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    p = static_cast<float*>(AlignedAlloc(64, bytes));
     std::memset(p, 0, bytes);
   }
 };
@@ -37,12 +37,18 @@ RowBlockFn RowBlockFor(Isa isa) {
   if (isa == Isa::kAvx512) return RowBlockAvx512;
   if (isa == Isa::kAvx2) return RowBlockAvx2;
 #endif
+#if defined(__aarch64__)
+  if (isa == Isa::kNeon) return RowBlockNeon;
+#endif
   return RowBlockScalar;
 }
 PixelVectorFn PixelVectorFor(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
   if (isa == Isa::kAvx512) return PixelVectorAvx512;
   if (isa == Isa::kAvx2) return PixelVectorAvx2;
+#endif
+#if defined(__aarch64__)
+  if (isa == Isa::kNeon) return PixelVectorNeon;
 #endif
   return PixelVectorScalar;
 }

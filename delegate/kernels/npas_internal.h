@@ -4,6 +4,8 @@
 // picked by the linker for generic code), so everything they see here is plain data.
 #pragma once
 
+#include <stdlib.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -105,13 +107,19 @@ void RowBlockAvx512(const RowBlockView&, const float*, const int32_t*, int, int,
 void PixelVectorAvx512(const PixelVectorView&, const float*, const int32_t*, int, int, float*, float*);
 void DepthwiseAvx512(const DepthwiseView&, const float*, const int32_t*, int, int, float*);
 #endif
+#if defined(__aarch64__)
+// NEON (kernels_neon.cc): 16 lanes = 4 float32x4_t per row group / depthwise channel group.
+void RowBlockNeon(const RowBlockView&, const float*, const int32_t*, int, int, int, int, float*);
+void PixelVectorNeon(const PixelVectorView&, const float*, const int32_t*, int, int, float*, float*);
+void DepthwiseNeon(const DepthwiseView&, const float*, const int32_t*, int, int, float*);
+#endif
 
 // Lane count used for packing for an ISA.
 inline int LanesFor(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return 16;
     case Isa::kAvx2: return 8;
-    case Isa::kNeon: return 4;
+    case Isa::kNeon: return 16;  // 4 q-registers: one broadcast input feeds 4 FMAs
     default: return 16;
   }
 }
@@ -120,11 +128,19 @@ inline int RowBlockPixelTile(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return 14;
     case Isa::kAvx2: return 12;
+    case Isa::kNeon: return 5;
     default: return 4;
   }
 }
 
 Isa CpuIsa();  // best ISA of this CPU, ignoring NPAS_ISA
+
+// `alignment`-aligned allocation, released with free(). posix_memalign rather than aligned_alloc:
+// Android's libc has aligned_alloc only from API 28, the delegate supports API 26.
+inline void* AlignedAlloc(size_t alignment, size_t bytes) {
+  void* p = nullptr;
+  return posix_memalign(&p, alignment, bytes) == 0 ? p : nullptr;
+}
 
 }  // namespace internal
 }  // namespace npas

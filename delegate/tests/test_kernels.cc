@@ -349,6 +349,7 @@ int main() {
   Isa best = DetectIsa();
   if (best == Isa::kAvx2 || best == Isa::kAvx512) isas.push_back(Isa::kAvx2);
   if (best == Isa::kAvx512) isas.push_back(Isa::kAvx512);
+  if (best == Isa::kNeon) isas.push_back(Isa::kNeon);  // aarch64 (run_aarch64.sh: under qemu)
   std::printf("ISAs tested:");
   for (Isa i : isas) std::printf(" %s", IsaName(i));
   std::printf("\n");

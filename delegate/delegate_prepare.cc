@@ -1,0 +1,411 @@
+// DelegatePrepare (which nodes to claim, packing and measuring them before claiming) and the
+// delegate kernel (init / prepare / invoke / free) that runs one claimed node.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+#include "delegate_internal.h"
+
+namespace npas {
+namespace {
+
+bool IsCandidate(const TfLiteRegistration* reg) {
+  switch (reg->builtin_code) {
+    case kTfLiteBuiltinFullyConnected:
+    case kTfLiteBuiltinConv2d:
+    case kTfLiteBuiltinDepthwiseConv2d:
+      return true;
+    case kTfLiteBuiltinCustom:
+      return reg->custom_name != nullptr && std::strncmp(reg->custom_name, "Npas", 4) == 0;
+    default:
+      return false;
+  }
+}
+
+std::string StructureLabel(Structure s) {
+  return s == Structure::kDense ? "dense" : StructureName(s);
+}
+
+// Minimum over a few runs (robust against a noisy shared machine).
+double TimeMs(const std::function<void()>& fn) {
+  using Clock = std::chrono::steady_clock;
+  fn();  // warm-up
+  double best = 1e30, total = 0;
+  for (int i = 0; i < 25; ++i) {
+    auto t0 = Clock::now();
+    fn();
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    best = std::min(best, ms);
+    total += ms;
+    if (i >= 3 && total > 40.0) break;
+  }
+  return best;
+}
+
+std::string CacheKey(const TfLiteContext* ctx, const NodeState& st, const float* w) {
+  const LayerSpec& s = st.spec;
+  size_t wcount = s.op == OpKind::kDepthwiseConv2D
+                      ? static_cast<size_t>(s.kh) * s.kw * s.cout
+                      : static_cast<size_t>(s.rows) * s.cols;
+  uint64_t h = Fnv1a(w, wcount * sizeof(float));
+  h = Fnv1a(st.col_offset.data(), st.col_offset.size() * sizeof(int32_t), h);
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%016llx:%s:%dx%d:k%dx%dx%d:s%dx%d:p%d:t%d:%s",
+                static_cast<unsigned long long>(h), OpKindName(s.op), s.rows, s.cols, s.kh, s.kw,
+                s.cin, s.stride_h, s.stride_w, st.geo.num_pixels, st.num_threads,
+                IsaName(DetectIsa()));
+  (void)ctx;
+  return buf;
+}
+
+bool KindFromName(const std::string& name, KernelKind* k) {
+  for (KernelKind c : {KernelKind::kDense, KernelKind::kRowBlock, KernelKind::kPixelVector}) {
+    if (name == KernelKindName(c)) {
+      *k = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Decides whether to claim one candidate node. Returns the packed state when claimed.
+std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int node_index,
+                                    TfLiteNode* node, TfLiteRegistration* reg, int threads,
+                                    NodeRecord* rec) {
+  const Options& opt = d->options;
+  auto st = std::make_unique<NodeState>();
+  rec->node = node_index;
+  rec->op = reg->builtin_code == kTfLiteBuiltinCustom ? reg->custom_name
+            : reg->builtin_code == kTfLiteBuiltinFullyConnected ? "FULLY_CONNECTED"
+            : reg->builtin_code == kTfLiteBuiltinConv2d        ? "CONV_2D"
+                                                               : "DEPTHWISE_CONV_2D";
+  auto decline = [&](const std::string& reason, const std::string& message) {
+    rec->claimed = false;
+    rec->reason = reason;
+    rec->message = message;
+    return std::unique_ptr<NodeState>();
+  };
+  std::string reason, message, err;
+  if (!BuildLayerSpec(ctx, node_index, node, reg, &st->spec, &reason, &message))
+    return decline(reason, message);
+  rec->rows = st->spec.rows;
+  rec->cols = st->spec.cols;
+  st->num_threads = threads;
+  if (!ComputeGeometry(ctx, st->spec, &st->geo, &err)) return decline("bad_shape", err);
+  BuildOffsets(st->spec, st->geo, &st->col_offset, &st->pixel_base);
+  const LayerSpec& s = st->spec;
+  const float* w = s.Weights(ctx);
+  if (w == nullptr) return decline("weights_not_constant", "weights not available at prepare");
+
+  const bool forced = opt.kernel != KernelKind::kAuto;
+  // NPAS custom ops run nowhere else: always claimed (sparsity, scheme and speed filters only
+  // pick the kernel for them, with our dense kernel as the fallback).
+  const bool must_claim = s.custom;
+  const bool depthwise = s.op == OpKind::kDepthwiseConv2D;
+  StructureInfo info;
+  if (depthwise) {
+    const size_t count = static_cast<size_t>(s.kh) * s.kw * s.cout;
+    size_t nz = 0;
+    for (size_t i = 0; i < count; ++i) nz += w[i] != 0.f;
+    info.density = count ? static_cast<double>(nz) / count : 1.0;
+  } else {
+    info = s.op == OpKind::kConv2D ? AnalyzeStructure(w, s.rows, s.cols, s.kh, s.kw, s.cin)
+                                   : AnalyzeStructure(w, s.rows, s.cols, 1, 1, s.cols);
+  }
+  rec->density = info.density;
+  if (!must_claim && info.density > 1.0 - opt.min_sparsity + 1e-9) {
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), "density %.3f above 1 - min_sparsity (%.3f)", info.density,
+                  1.0 - opt.min_sparsity);
+    return decline("below_min_sparsity", buf);
+  }
+
+  if (depthwise) {
+    if (!PackNode(ctx, st.get(), KernelKind::kAuto, &err)) return decline("pack_failed", err);
+    info = st->structure;
+  }
+  rec->structure = StructureLabel(info.kind);
+  if (!must_claim && (opt.schemes & StructureBit(info.kind)) == 0)
+    return decline("scheme_not_allowed", "structure " + rec->structure + " not in `schemes`");
+  if (!must_claim && !forced && info.kind == Structure::kDense)
+    return decline("dense_weights", "no exploitable zeros (left to the default kernels)");
+
+  if (!depthwise) {
+    if (forced) {
+      if (!PackNode(ctx, st.get(), opt.kernel, &err)) return decline("pack_failed", err);
+    } else {
+      TuningEntry entry;
+      KernelKind cached_kind;
+      const std::string key = d->cache.enabled() ? CacheKey(ctx, *st, w) : std::string();
+      if (!key.empty() && d->cache.Lookup(key, &entry) && KindFromName(entry.kernel, &cached_kind)) {
+        if (!PackNode(ctx, st.get(), cached_kind, &err)) return decline("pack_failed", err);
+        st->dense_ms = entry.dense_ms;
+        st->best_ms = entry.best_ms;
+        rec->from_cache = true;
+      } else {
+        GemmDesc gd;
+        gd.rows = s.rows;
+        gd.cols = s.cols;
+        gd.kh = s.op == OpKind::kConv2D ? s.kh : 1;
+        gd.kw = s.op == OpKind::kConv2D ? s.kw : 1;
+        gd.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
+        gd.weights = w;
+        gd.bias = s.Bias(ctx);
+        gd.col_offset = st->col_offset.data();
+        gd.act_min = s.act_min;
+        gd.act_max = s.act_max;
+        double dense_ms = 0, best_ms = 0;
+        st->gemm = PackGemm(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
+                            st->geo.in_elems, threads, &dense_ms, &best_ms, &err);
+        if (!st->gemm) return decline("pack_failed", err);
+        st->kind = st->gemm->kind();
+        st->structure = st->gemm->structure();
+        st->dense_ms = dense_ms;
+        st->best_ms = best_ms;
+        if (!key.empty()) d->cache.Store(key, {KernelKindName(st->kind), dense_ms, best_ms});
+      }
+    }
+  } else if (!forced) {
+    // Our own dense depthwise (same shape, no zeros) is the reference the sparse one must beat.
+    TuningEntry entry;
+    const std::string key = d->cache.enabled() ? CacheKey(ctx, *st, w) : std::string();
+    if (!key.empty() && d->cache.Lookup(key, &entry) && entry.kernel == "depthwise") {
+      st->dense_ms = entry.dense_ms;
+      st->best_ms = entry.best_ms;
+      rec->from_cache = true;
+    } else {
+      std::vector<float> ones(static_cast<size_t>(s.kh) * s.kw * s.cout, 1.0f);
+      DepthwiseDesc dd;
+      dd.kh = s.kh;
+      dd.kw = s.kw;
+      dd.cin = s.cin;
+      dd.depth_multiplier = s.depth_multiplier;
+      dd.weights = ones.data();
+      dd.tap_offset = st->col_offset.data();
+      auto dense = PackDepthwise(dd, &err);
+      if (!dense) return decline("pack_failed", err);
+      std::vector<float> in(static_cast<size_t>(st->geo.in_elems), 0.5f);
+      std::vector<float> out(static_cast<size_t>(st->geo.num_pixels) * s.cout);
+      ThreadPool* pool = SharedThreadPool();
+      st->dense_ms = TimeMs([&] {
+        dense->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
+      });
+      st->best_ms = TimeMs([&] {
+        st->dw->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool,
+                    threads);
+      });
+      if (!key.empty()) d->cache.Store(key, {"depthwise", st->dense_ms, st->best_ms});
+    }
+  }
+  rec->dense_ms = st->dense_ms;
+  rec->best_ms = st->best_ms;
+  rec->kernel = depthwise ? "depthwise" : KernelKindName(st->kind);
+  rec->structure = StructureLabel(st->structure.kind);
+  if (!must_claim && !forced && st->best_ms * opt.min_speedup > st->dense_ms) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "measured %.4f ms vs dense %.4f ms: below min_speedup %.2f",
+                  st->best_ms, st->dense_ms, opt.min_speedup);
+    return decline("no_speedup", buf);
+  }
+  rec->claimed = true;
+  rec->packed_bytes = depthwise ? st->dw->packed_bytes() : st->gemm->packed_bytes();
+  return st;
+}
+
+void Log(const DelegateState* d, const NodeRecord& r) {
+  if (d->options.verbose <= 0 || (!r.claimed && d->options.verbose < 2)) return;
+  if (r.claimed) {
+    std::fprintf(stderr,
+                 "npas: claimed node %d %s structure=%s kernel=%s density=%.3f dense=%.4fms "
+                 "best=%.4fms%s packed=%zuB\n",
+                 r.node, r.op.c_str(), r.structure.c_str(), r.kernel.c_str(), r.density,
+                 r.dense_ms, r.best_ms, r.from_cache ? " (tuning cache)" : "", r.packed_bytes);
+  } else {
+    std::fprintf(stderr, "npas: declined node %d %s: %s (%s)\n", r.node, r.op.c_str(),
+                 r.reason.c_str(), r.message.c_str());
+  }
+}
+
+// ---- the delegate kernel --------------------------------------------------------------------
+void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t) {
+  auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->delegate == nullptr || params->nodes_to_replace == nullptr ||
+      params->nodes_to_replace->size != 1) {
+    ctx->ReportError(ctx, "npas delegate: unexpected partition");
+    return nullptr;
+  }
+  auto* d = static_cast<DelegateState*>(params->delegate->data_);
+  std::lock_guard<std::recursive_mutex> lock(d->mu);  // re-entrant: we are inside Prepare
+  auto it = d->pending.find(params->nodes_to_replace->data[0]);
+  if (it == d->pending.end()) {
+    ctx->ReportError(ctx, "npas delegate: node %d was not prepared",
+                     params->nodes_to_replace->data[0]);
+    return nullptr;
+  }
+  NodeState* st = it->second.release();
+  d->pending.erase(it);
+  return st;
+}
+
+void KernelFree(TfLiteContext*, void* buffer) { delete static_cast<NodeState*>(buffer); }
+
+bool SameDims(const TfLiteIntArray* a, const std::vector<int>& b) {
+  if (a == nullptr || a->size != static_cast<int>(b.size())) return false;
+  for (int i = 0; i < a->size; ++i)
+    if (a->data[i] != b[i]) return false;
+  return true;
+}
+
+TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* st = static_cast<NodeState*>(node->user_data);
+  if (st == nullptr) {
+    ctx->ReportError(ctx, "npas delegate: kernel not initialised");
+    return kTfLiteError;
+  }
+  const TfLiteTensor& in = ctx->tensors[st->spec.input_tensor];
+  if (!SameDims(in.dims, st->geo.in_dims)) {
+    Geometry geo;
+    std::string err;
+    if (!ComputeGeometry(ctx, st->spec, &geo, &err)) {
+      ctx->ReportError(ctx, "npas delegate: node %d (%s): %s", st->spec.node_index,
+                       st->spec.op_name.c_str(), err.c_str());
+      return kTfLiteError;
+    }
+    const bool repack = st->spec.op != OpKind::kFullyConnected && geo.wp != st->geo.wp;
+    st->geo = geo;
+    BuildOffsets(st->spec, st->geo, &st->col_offset, &st->pixel_base);
+    if (repack) {  // col_offset is baked into the packed indices
+      KernelKind kind = st->kind;
+      if (!PackNode(ctx, st, kind, &err)) {
+        ctx->ReportError(ctx, "npas delegate: repacking node %d failed: %s", st->spec.node_index,
+                         err.c_str());
+        return kTfLiteError;
+      }
+    }
+  }
+  if (st->geo.needs_copy) {
+    if (st->padded.size() != static_cast<size_t>(st->geo.in_elems))
+      st->padded.assign(static_cast<size_t>(st->geo.in_elems), 0.f);
+  } else {
+    std::vector<float>().swap(st->padded);
+  }
+  TfLiteTensor& out = ctx->tensors[st->spec.output_tensor];
+  if (!SameDims(out.dims, st->geo.out_dims)) {
+    const int rank = static_cast<int>(st->geo.out_dims.size());
+    auto* dims = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (1 + rank)));
+    if (dims == nullptr) return kTfLiteError;
+    dims->size = rank;
+    for (int i = 0; i < rank; ++i) dims->data[i] = st->geo.out_dims[i];
+    return ctx->ResizeTensor(ctx, &out, dims);  // takes ownership of dims
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* st = static_cast<NodeState*>(node->user_data);
+  if (st == nullptr) return kTfLiteError;
+  const TfLiteTensor& in = ctx->tensors[st->spec.input_tensor];
+  TfLiteTensor& out = ctx->tensors[st->spec.output_tensor];
+  const float* src = in.data.f;
+  float* dst = out.data.f;
+  if (src == nullptr || dst == nullptr) {
+    ctx->ReportError(ctx, "npas delegate: node %d has unallocated tensors", st->spec.node_index);
+    return kTfLiteError;
+  }
+  const Geometry& g = st->geo;
+  if (g.needs_copy) {
+    const size_t row = static_cast<size_t>(g.in_w) * st->spec.cin;
+    float* pad = st->padded.data();
+    for (int n = 0; n < g.n; ++n)
+      for (int y = 0; y < g.in_h; ++y)
+        std::memcpy(pad + ((static_cast<size_t>(n) * g.hp + y + g.pad_top) * g.wp + g.pad_left) *
+                              st->spec.cin,
+                    src + (static_cast<size_t>(n) * g.in_h + y) * row, row * sizeof(float));
+    src = pad;
+  }
+  ThreadPool* pool = SharedThreadPool();
+  if (st->gemm)
+    st->gemm->Run(src, st->pixel_base.data(), g.num_pixels, dst, pool, st->num_threads);
+  else
+    st->dw->Run(src, st->pixel_base.data(), g.num_pixels, dst, pool, st->num_threads);
+  return kTfLiteOk;
+}
+
+const char* KernelProfilingString(const TfLiteContext*, const TfLiteNode* node) {
+  auto* st = static_cast<const NodeState*>(node->user_data);
+  return st ? st->spec.op_name.c_str() : "npas";
+}
+
+}  // namespace
+
+TfLiteRegistration MakeKernelRegistration() {
+  TfLiteRegistration r;
+  std::memset(&r, 0, sizeof(r));
+  r.init = KernelInit;
+  r.free = KernelFree;
+  r.prepare = KernelPrepare;
+  r.invoke = KernelInvoke;
+  r.profiling_string = KernelProfilingString;
+  r.builtin_code = kTfLiteBuiltinDelegate;
+  r.custom_name = "NpasDelegate";
+  r.version = 1;
+  return r;
+}
+
+TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
+  auto* d = static_cast<DelegateState*>(delegate->data_);
+  std::lock_guard<std::recursive_mutex> lock(d->mu);
+  TfLiteIntArray* plan_ptr = nullptr;
+  if (ctx->GetExecutionPlan(ctx, &plan_ptr) != kTfLiteOk || plan_ptr == nullptr)
+    return kTfLiteError;
+  // Copy first: later calls into the context invalidate the runtime's array.
+  const std::vector<int> plan(plan_ptr->data, plan_ptr->data + plan_ptr->size);
+  const int threads = d->options.num_threads > 0        ? d->options.num_threads
+                      : ctx->recommended_num_threads > 0 ? ctx->recommended_num_threads
+                                                         : 1;
+  if (!d->options.tuning_cache.empty()) d->cache.Load(d->options.tuning_cache);
+
+  std::vector<int> claimed;
+  d->pending.clear();
+  // The runtime may undo and redo delegation on the same graph: keep one set of records each.
+  d->records.erase(std::remove_if(d->records.begin(), d->records.end(),
+                                  [ctx](const NodeRecord& r) { return r.context == ctx; }),
+                   d->records.end());
+  for (int node_index : plan) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk || !node || !reg)
+      continue;
+    if (!IsCandidate(reg)) continue;
+    NodeRecord rec;
+    rec.context = ctx;
+    auto st = Evaluate(ctx, d, node_index, node, reg, threads, &rec);
+    Log(d, rec);
+    if (d->records.size() < 100000) d->records.push_back(rec);
+    if (st) {
+      d->pending[node_index] = std::move(st);
+      claimed.push_back(node_index);
+    }
+  }
+  d->cache.SaveIfDirty();
+
+  // One partition per node: a fused partition's internal tensors would get no memory.
+  const TfLiteRegistration reg = MakeKernelRegistration();
+  auto* nodes = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * 2));
+  if (nodes == nullptr) return kTfLiteError;
+  TfLiteStatus status = kTfLiteOk;
+  for (int idx : claimed) {
+    nodes->size = 1;
+    nodes->data[0] = idx;
+    status = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, nodes, delegate);
+    if (status != kTfLiteOk) break;
+  }
+  std::free(nodes);
+  d->pending.clear();
+  return status;
+}
+
+}  // namespace npas

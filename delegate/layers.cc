@@ -1,0 +1,452 @@
+// Reading TFLite nodes into LayerSpecs (with the reasons to decline), geometry and offsets.
+#include <cstring>
+#include <limits>
+
+#include "delegate_internal.h"
+#include "tflite_custom_ops/npas_custom_ops.h"
+
+namespace npas {
+namespace {
+
+bool IsConstant(const TfLiteTensor& t) {
+  return (t.allocation_type == kTfLiteMmapRo || t.allocation_type == kTfLitePersistentRo) &&
+         t.data.raw != nullptr;
+}
+
+int64_t NumElements(const TfLiteIntArray* dims) {
+  if (dims == nullptr) return -1;
+  int64_t n = 1;
+  for (int i = 0; i < dims->size; ++i) {
+    if (dims->data[i] < 0) return -1;
+    n *= dims->data[i];
+  }
+  return n;
+}
+
+std::vector<int> DimsOf(const TfLiteTensor& t) {
+  std::vector<int> d;
+  if (t.dims != nullptr) d.assign(t.dims->data, t.dims->data + t.dims->size);
+  return d;
+}
+
+bool SetActivation(int act, LayerSpec* spec) {
+  switch (act) {
+    case kTfLiteActNone: spec->act_min = -INFINITY; spec->act_max = INFINITY; return true;
+    case kTfLiteActRelu: spec->act_min = 0.f; spec->act_max = INFINITY; return true;
+    case kTfLiteActReluN1To1: spec->act_min = -1.f; spec->act_max = 1.f; return true;
+    case kTfLiteActRelu6: spec->act_min = 0.f; spec->act_max = 6.f; return true;
+    default: return false;
+  }
+}
+
+const TfLiteTensor* Input(const TfLiteContext* ctx, const TfLiteNode* node, int i) {
+  if (node->inputs == nullptr || i >= node->inputs->size) return nullptr;
+  int idx = node->inputs->data[i];
+  if (idx < 0 || static_cast<size_t>(idx) >= ctx->tensors_size) return nullptr;
+  return &ctx->tensors[idx];
+}
+
+int InputIndex(const TfLiteNode* node, int i) {
+  if (node->inputs == nullptr || i >= node->inputs->size) return -1;
+  return node->inputs->data[i];
+}
+
+#define DECLINE(code, msg)  \
+  do {                      \
+    *reason = (code);       \
+    *message = (msg);       \
+    return false;           \
+  } while (0)
+
+// Common checks: float32 activation in/out, constant float32 weights without sparse metadata,
+// absent or constant float32 bias.
+bool CheckTensors(TfLiteContext* ctx, TfLiteNode* node, int weights_input, int bias_input,
+                  LayerSpec* spec, std::string* reason, std::string* message) {
+  if (node->outputs == nullptr || node->outputs->size != 1)
+    DECLINE("unsupported_signature", "expected exactly one output");
+  const TfLiteTensor* in = Input(ctx, node, 0);
+  int out_idx = node->outputs->data[0];
+  if (in == nullptr || out_idx < 0 || static_cast<size_t>(out_idx) >= ctx->tensors_size)
+    DECLINE("unsupported_signature", "missing input or output tensor");
+  const TfLiteTensor& out = ctx->tensors[out_idx];
+  if (in->type != kTfLiteFloat32 || out.type != kTfLiteFloat32)
+    DECLINE("not_float32", "activation input/output are not float32");
+  spec->input_tensor = node->inputs->data[0];
+  spec->output_tensor = out_idx;
+  if (weights_input >= 0) {
+    const TfLiteTensor* w = Input(ctx, node, weights_input);
+    if (w == nullptr) DECLINE("unsupported_signature", "missing weights tensor");
+    if (w->type != kTfLiteFloat32) DECLINE("not_float32", "weights are not float32");
+    if (!IsConstant(*w)) DECLINE("weights_not_constant", "weights are not a constant tensor");
+    if (w->sparsity != nullptr)
+      DECLINE("sparse_weights_metadata", "weights carry TFLite sparsity metadata");
+    spec->weights_tensor = InputIndex(node, weights_input);
+  }
+  int bias_idx = InputIndex(node, bias_input);
+  if (bias_idx >= 0) {
+    const TfLiteTensor* b = Input(ctx, node, bias_input);
+    if (b == nullptr) DECLINE("unsupported_signature", "bad bias tensor index");
+    if (b->type != kTfLiteFloat32) DECLINE("not_float32", "bias is not float32");
+    if (!IsConstant(*b)) DECLINE("bias_not_constant", "bias is not a constant tensor");
+    spec->bias_tensor = bias_idx;
+  }
+  return true;
+}
+
+bool CheckBiasSize(const TfLiteContext* ctx, const LayerSpec& spec, std::string* reason,
+                   std::string* message) {
+  if (spec.bias_tensor >= 0 && NumElements(ctx->tensors[spec.bias_tensor].dims) != spec.rows)
+    DECLINE("bad_shape", "bias size differs from the output channel count");
+  return true;
+}
+
+bool CheckStridesDilation(LayerSpec* spec, std::string* reason, std::string* message) {
+  if (spec->stride_h < 1 || spec->stride_w < 1 || spec->dil_h < 1 || spec->dil_w < 1)
+    DECLINE("bad_params", "stride/dilation must be >= 1");
+  if (spec->padding != kTfLitePaddingSame && spec->padding != kTfLitePaddingValid)
+    DECLINE("bad_params", "unknown padding");
+  return true;
+}
+
+bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, LayerSpec* spec,
+                 std::string* reason, std::string* message) {
+  spec->custom = true;
+  spec->op_name = reg->custom_name;
+  if (node->inputs == nullptr || node->inputs->size < 3)
+    DECLINE("unsupported_signature", "NPAS custom op needs activation, values and indices inputs");
+  if (!CheckTensors(ctx, node, -1, 3, spec, reason, message)) return false;
+  RawTensor raw[2];
+  for (int i = 0; i < 2; ++i) {
+    const TfLiteTensor* t = Input(ctx, node, 1 + i);
+    if (t == nullptr) DECLINE("unsupported_signature", "missing compact weight tensor");
+    if (!IsConstant(*t)) DECLINE("weights_not_constant", "compact weights are not constant");
+    raw[i].data = t->data.raw_const;
+    raw[i].bytes = t->bytes;
+    raw[i].tflite_type = t->type;
+    raw[i].num_dims = t->dims ? t->dims->size : 0;
+    raw[i].dims = t->dims ? t->dims->data : nullptr;
+  }
+  DecodedLayer dec;
+  std::string err;
+  if (!DecodeNpasCustomOp(reg->custom_name, node->custom_initial_data,
+                          static_cast<size_t>(node->custom_initial_data_size), raw[0], raw[1], &dec,
+                          &err))
+    DECLINE("custom_op_decode_failed", "cannot decode " + spec->op_name + ": " + err);
+  if (!SetActivation(dec.activation, spec))
+    DECLINE("unsupported_activation", "unsupported fused activation in custom op");
+  spec->padding = dec.padding;
+  spec->stride_h = dec.stride_h;
+  spec->stride_w = dec.stride_w;
+  spec->dil_h = dec.dilation_h;
+  spec->dil_w = dec.dilation_w;
+  spec->kh = dec.kh;
+  spec->kw = dec.kw;
+  spec->scheme_json = dec.scheme_json;
+  const TfLiteTensor& in = ctx->tensors[spec->input_tensor];
+  if (dec.out_channels <= 0 || dec.kh <= 0 || dec.kw <= 0 || dec.in_channels <= 0)
+    DECLINE("custom_op_decode_failed", "decoded layer has non-positive sizes");
+  size_t expect = 0;
+  switch (dec.kind) {
+    case CustomOpKind::kFullyConnected:
+      spec->op = OpKind::kFullyConnected;
+      spec->rows = dec.out_channels;
+      spec->cols = spec->cin = dec.in_channels;
+      spec->kh = spec->kw = 1;
+      spec->keep_num_dims = in.dims != nullptr && in.dims->size > 2;
+      expect = static_cast<size_t>(spec->rows) * spec->cols;
+      break;
+    case CustomOpKind::kConv2D:
+      spec->op = OpKind::kConv2D;
+      spec->rows = spec->cout = dec.out_channels;
+      spec->cin = dec.in_channels;
+      spec->cols = dec.kh * dec.kw * dec.in_channels;
+      expect = static_cast<size_t>(spec->rows) * spec->cols;
+      break;
+    case CustomOpKind::kDepthwiseConv2D:
+      spec->op = OpKind::kDepthwiseConv2D;
+      spec->cin = dec.in_channels;
+      spec->depth_multiplier = dec.depth_multiplier;
+      spec->rows = spec->cout = dec.out_channels;
+      if (dec.depth_multiplier < 1 || spec->cout != spec->cin * dec.depth_multiplier)
+        DECLINE("custom_op_decode_failed", "depthwise channels inconsistent with multiplier");
+      expect = static_cast<size_t>(dec.kh) * dec.kw * spec->cout;
+      break;
+  }
+  if (dec.weights.size() != expect)
+    DECLINE("custom_op_decode_failed", "decoded weights have the wrong size");
+  if (spec->op != OpKind::kFullyConnected && !CheckStridesDilation(spec, reason, message))
+    return false;
+  spec->owned_weights = std::move(dec.weights);
+  return CheckBiasSize(ctx, *spec, reason, message);
+}
+
+}  // namespace
+
+const char* OpKindName(OpKind op) {
+  switch (op) {
+    case OpKind::kFullyConnected: return "FULLY_CONNECTED";
+    case OpKind::kConv2D: return "CONV_2D";
+    case OpKind::kDepthwiseConv2D: return "DEPTHWISE_CONV_2D";
+  }
+  return "?";
+}
+
+const float* LayerSpec::Weights(const TfLiteContext* ctx) const {
+  if (!owned_weights.empty()) return owned_weights.data();
+  if (weights_tensor < 0 || static_cast<size_t>(weights_tensor) >= ctx->tensors_size) return nullptr;
+  return ctx->tensors[weights_tensor].data.f;
+}
+
+const float* LayerSpec::Bias(const TfLiteContext* ctx) const {
+  if (bias_tensor < 0 || static_cast<size_t>(bias_tensor) >= ctx->tensors_size) return nullptr;
+  return ctx->tensors[bias_tensor].data.f;
+}
+
+bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLiteRegistration* reg,
+                    LayerSpec* spec, std::string* reason, std::string* message) {
+  spec->node_index = node_index;
+  const int code = reg->builtin_code;
+  if (code == kTfLiteBuiltinCustom && reg->custom_name != nullptr &&
+      std::strncmp(reg->custom_name, "Npas", 4) == 0 && IsNpasCustomOp(reg->custom_name)) {
+    return BuildCustom(ctx, node, reg, spec, reason, message);
+  }
+  if (code == kTfLiteBuiltinFullyConnected) {
+    spec->op = OpKind::kFullyConnected;
+    spec->op_name = "FULLY_CONNECTED";
+    auto* p = static_cast<const TfLiteFullyConnectedParams*>(node->builtin_data);
+    if (p == nullptr) DECLINE("bad_params", "missing FULLY_CONNECTED params");
+    if (p->weights_format != kTfLiteFullyConnectedWeightsFormatDefault)
+      DECLINE("unsupported_weights_format", "shuffled FULLY_CONNECTED weights");
+    if (!SetActivation(p->activation, spec))
+      DECLINE("unsupported_activation", "unsupported fused activation");
+    spec->keep_num_dims = p->keep_num_dims;
+    if (node->inputs == nullptr || node->inputs->size < 2)
+      DECLINE("unsupported_signature", "FULLY_CONNECTED needs input and weights");
+    if (!CheckTensors(ctx, node, 1, 2, spec, reason, message)) return false;
+    const TfLiteTensor& w = ctx->tensors[spec->weights_tensor];
+    if (w.dims == nullptr || w.dims->size != 2 || w.dims->data[0] <= 0 || w.dims->data[1] <= 0)
+      DECLINE("bad_shape", "FULLY_CONNECTED weights are not [units, in]");
+    spec->rows = spec->cout = w.dims->data[0];
+    spec->cols = spec->cin = w.dims->data[1];
+    return CheckBiasSize(ctx, *spec, reason, message);
+  }
+  if (code == kTfLiteBuiltinConv2d) {
+    spec->op = OpKind::kConv2D;
+    spec->op_name = "CONV_2D";
+    auto* p = static_cast<const TfLiteConvParams*>(node->builtin_data);
+    if (p == nullptr) DECLINE("bad_params", "missing CONV_2D params");
+    if (!SetActivation(p->activation, spec))
+      DECLINE("unsupported_activation", "unsupported fused activation");
+    spec->padding = p->padding;
+    spec->stride_h = p->stride_height;
+    spec->stride_w = p->stride_width;
+    spec->dil_h = p->dilation_height_factor;
+    spec->dil_w = p->dilation_width_factor;
+    if (!CheckStridesDilation(spec, reason, message)) return false;
+    if (node->inputs == nullptr || node->inputs->size < 2)
+      DECLINE("unsupported_signature", "CONV_2D needs input and filter");
+    if (!CheckTensors(ctx, node, 1, 2, spec, reason, message)) return false;
+    const TfLiteTensor& w = ctx->tensors[spec->weights_tensor];
+    const TfLiteTensor& in = ctx->tensors[spec->input_tensor];
+    if (w.dims == nullptr || w.dims->size != 4 || NumElements(w.dims) <= 0)
+      DECLINE("bad_shape", "CONV_2D filter is not [cout, kh, kw, cin]");
+    if (in.dims == nullptr || in.dims->size != 4) DECLINE("bad_shape", "CONV_2D input is not NHWC");
+    spec->cout = spec->rows = w.dims->data[0];
+    spec->kh = w.dims->data[1];
+    spec->kw = w.dims->data[2];
+    spec->cin = w.dims->data[3];
+    if (in.dims->data[3] != spec->cin)
+      DECLINE("grouped_convolution", "filter channels differ from input channels (grouped conv)");
+    spec->cols = spec->kh * spec->kw * spec->cin;
+    return CheckBiasSize(ctx, *spec, reason, message);
+  }
+  if (code == kTfLiteBuiltinDepthwiseConv2d) {
+    spec->op = OpKind::kDepthwiseConv2D;
+    spec->op_name = "DEPTHWISE_CONV_2D";
+    auto* p = static_cast<const TfLiteDepthwiseConvParams*>(node->builtin_data);
+    if (p == nullptr) DECLINE("bad_params", "missing DEPTHWISE_CONV_2D params");
+    if (!SetActivation(p->activation, spec))
+      DECLINE("unsupported_activation", "unsupported fused activation");
+    spec->padding = p->padding;
+    spec->stride_h = p->stride_height;
+    spec->stride_w = p->stride_width;
+    spec->dil_h = p->dilation_height_factor;
+    spec->dil_w = p->dilation_width_factor;
+    if (!CheckStridesDilation(spec, reason, message)) return false;
+    if (node->inputs == nullptr || node->inputs->size < 2)
+      DECLINE("unsupported_signature", "DEPTHWISE_CONV_2D needs input and filter");
+    if (!CheckTensors(ctx, node, 1, 2, spec, reason, message)) return false;
+    const TfLiteTensor& w = ctx->tensors[spec->weights_tensor];
+    const TfLiteTensor& in = ctx->tensors[spec->input_tensor];
+    if (w.dims == nullptr || w.dims->size != 4 || w.dims->data[0] != 1 || NumElements(w.dims) <= 0)
+      DECLINE("bad_shape", "DEPTHWISE_CONV_2D filter is not [1, kh, kw, cout]");
+    if (in.dims == nullptr || in.dims->size != 4 || in.dims->data[3] <= 0)
+      DECLINE("bad_shape", "DEPTHWISE_CONV_2D input is not NHWC");
+    spec->kh = w.dims->data[1];
+    spec->kw = w.dims->data[2];
+    spec->cout = spec->rows = w.dims->data[3];
+    spec->cin = in.dims->data[3];
+    if (spec->cout % spec->cin != 0)
+      DECLINE("bad_shape", "depthwise output channels are not a multiple of input channels");
+    spec->depth_multiplier = spec->cout / spec->cin;
+    spec->cols = spec->kh * spec->kw;
+    return CheckBiasSize(ctx, *spec, reason, message);
+  }
+  DECLINE("unsupported_op", "not a claimable op");
+}
+
+bool ComputeGeometry(const TfLiteContext* ctx, const LayerSpec& spec, Geometry* geo,
+                     std::string* error) {
+  if (spec.input_tensor < 0 || static_cast<size_t>(spec.input_tensor) >= ctx->tensors_size) {
+    *error = "bad input tensor";
+    return false;
+  }
+  const TfLiteTensor& in = ctx->tensors[spec.input_tensor];
+  geo->in_dims = DimsOf(in);
+  const int64_t total = NumElements(in.dims);
+  if (total < 0 || geo->in_dims.empty()) {
+    *error = "input shape unknown";
+    return false;
+  }
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (spec.op == OpKind::kFullyConnected) {
+    if (total % spec.cols != 0) {
+      *error = "input size is not a multiple of in_features";
+      return false;
+    }
+    const int64_t rows = total / spec.cols;
+    if (rows * std::max(spec.cols, spec.rows) > kMax) {
+      *error = "tensor too large for 32-bit offsets";
+      return false;
+    }
+    geo->num_pixels = static_cast<int>(rows);
+    geo->in_elems = total;
+    geo->needs_copy = false;
+    const auto& d = geo->in_dims;
+    if (spec.keep_num_dims && d.back() == spec.cols) {
+      geo->out_dims = d;
+      geo->out_dims.back() = spec.rows;
+    } else if (spec.custom && d.size() > 2 && d.back() == spec.cols) {
+      geo->out_dims = d;
+      geo->out_dims.back() = spec.rows;
+    } else {
+      geo->out_dims = {geo->num_pixels, spec.rows};
+    }
+    return true;
+  }
+  // CONV_2D / DEPTHWISE_CONV_2D: NHWC.
+  const auto& d = geo->in_dims;
+  if (d.size() != 4 || d[3] != spec.cin) {
+    *error = "input is not NHWC with the filter's channel count";
+    return false;
+  }
+  geo->n = d[0];
+  geo->in_h = d[1];
+  geo->in_w = d[2];
+  const int eff_h = (spec.kh - 1) * spec.dil_h + 1, eff_w = (spec.kw - 1) * spec.dil_w + 1;
+  int pad_h_total = 0, pad_w_total = 0;
+  if (spec.padding == kTfLitePaddingSame) {
+    geo->out_h = (geo->in_h + spec.stride_h - 1) / spec.stride_h;
+    geo->out_w = (geo->in_w + spec.stride_w - 1) / spec.stride_w;
+    pad_h_total = std::max((geo->out_h - 1) * spec.stride_h + eff_h - geo->in_h, 0);
+    pad_w_total = std::max((geo->out_w - 1) * spec.stride_w + eff_w - geo->in_w, 0);
+  } else {
+    geo->out_h = geo->in_h >= eff_h ? (geo->in_h - eff_h) / spec.stride_h + 1 : 0;
+    geo->out_w = geo->in_w >= eff_w ? (geo->in_w - eff_w) / spec.stride_w + 1 : 0;
+  }
+  if (geo->out_h <= 0 || geo->out_w <= 0 || geo->n <= 0) {
+    *error = "empty output (input smaller than the filter)";
+    return false;
+  }
+  geo->pad_top = pad_h_total / 2;  // TFLite puts the odd extra row/column after
+  geo->pad_left = pad_w_total / 2;
+  geo->hp = std::max(geo->in_h + pad_h_total, (geo->out_h - 1) * spec.stride_h + eff_h);
+  geo->wp = std::max(geo->in_w + pad_w_total, (geo->out_w - 1) * spec.stride_w + eff_w);
+  geo->needs_copy = geo->hp != geo->in_h || geo->wp != geo->in_w;
+  geo->in_elems = static_cast<int64_t>(geo->n) * geo->hp * geo->wp * spec.cin;
+  const int64_t pixels = static_cast<int64_t>(geo->n) * geo->out_h * geo->out_w;
+  if (geo->in_elems > kMax || pixels * spec.cout > kMax) {
+    *error = "tensor too large for 32-bit offsets";
+    return false;
+  }
+  geo->num_pixels = static_cast<int>(pixels);
+  geo->out_dims = {geo->n, geo->out_h, geo->out_w, spec.cout};
+  return true;
+}
+
+void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_t>* col_offset,
+                  std::vector<int32_t>* pixel_base) {
+  col_offset->clear();
+  pixel_base->resize(geo.num_pixels);
+  if (spec.op == OpKind::kFullyConnected) {
+    col_offset->resize(spec.cols);
+    for (int k = 0; k < spec.cols; ++k) (*col_offset)[k] = k;
+    for (int p = 0; p < geo.num_pixels; ++p) (*pixel_base)[p] = p * spec.cols;
+    return;
+  }
+  // Both conv kinds: one offset per tap (times cin for CONV_2D's columns).
+  for (int ky = 0; ky < spec.kh; ++ky)
+    for (int kx = 0; kx < spec.kw; ++kx) {
+      const int32_t tap = (ky * spec.dil_h * geo.wp + kx * spec.dil_w) * spec.cin;
+      if (spec.op == OpKind::kConv2D) {
+        for (int c = 0; c < spec.cin; ++c) col_offset->push_back(tap + c);
+      } else {
+        col_offset->push_back(tap);
+      }
+    }
+  int p = 0;
+  for (int n = 0; n < geo.n; ++n)
+    for (int oy = 0; oy < geo.out_h; ++oy)
+      for (int ox = 0; ox < geo.out_w; ++ox)
+        (*pixel_base)[p++] =
+            ((n * geo.hp + oy * spec.stride_h) * geo.wp + ox * spec.stride_w) * spec.cin;
+}
+
+bool PackNode(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error) {
+  const LayerSpec& s = st->spec;
+  const float* w = s.Weights(ctx);
+  if (w == nullptr) {
+    *error = "weights not available";
+    return false;
+  }
+  if (s.op == OpKind::kDepthwiseConv2D) {
+    DepthwiseDesc d;
+    d.kh = s.kh;
+    d.kw = s.kw;
+    d.cin = s.cin;
+    d.depth_multiplier = s.depth_multiplier;
+    d.weights = w;
+    d.bias = s.Bias(ctx);
+    d.tap_offset = st->col_offset.data();
+    d.act_min = s.act_min;
+    d.act_max = s.act_max;
+    st->dw = PackDepthwise(d, error);
+    if (!st->dw) return false;
+    st->structure = st->dw->structure();
+    return true;
+  }
+  GemmDesc d;
+  d.rows = s.rows;
+  d.cols = s.cols;
+  if (s.op == OpKind::kConv2D) {
+    d.kh = s.kh;
+    d.kw = s.kw;
+    d.cin = s.cin;
+  } else {
+    d.kh = d.kw = 1;
+    d.cin = s.cols;
+  }
+  d.weights = w;
+  d.bias = s.Bias(ctx);
+  d.col_offset = st->col_offset.data();
+  d.act_min = s.act_min;
+  d.act_max = s.act_max;
+  st->gemm = PackGemm(d, kind, st->geo.num_pixels, st->pixel_base.data(), st->geo.in_elems,
+                      st->num_threads, nullptr, nullptr, error);
+  if (!st->gemm) return false;
+  st->kind = st->gemm->kind();
+  st->structure = st->gemm->structure();
+  return true;
+}
+
+}  // namespace npas
