@@ -1,0 +1,97 @@
+"""examples/*.py run and print sensible results; ```python blocks in the docs run as written.
+
+Doc blocks of one file run in order in one namespace (a later block may use an earlier one's
+variables), in a fresh subprocess whose working directory is a temporary folder. A block fenced
+as ```python no-run is shown to readers but not executed.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", NPAS_PROGRESS="0",
+           PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+# Markdown files whose python blocks are checked here (docs written with the CLI and examples).
+DOC_FILES = ["README.md", "docs/index.md", "docs/deployment.md"]
+FENCE = re.compile(r"^```python([^\n`]*)\n(.*?)^```", re.S | re.M)
+
+
+def delegate_built() -> bool:
+    try:
+        from npas_keras.runtime import delegate_path
+        delegate_path()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def python_blocks(text):
+    """-> [(tags, code)] of the ```python blocks in markdown text."""
+    return [(m.group(1).split(), m.group(2)) for m in FENCE.finditer(text)]
+
+
+def test_block_extraction():
+    text = ("intro\n```python\na = 1\n```\n\n```python no-run\nb = 2\n```\n"
+            "```bash\nls\n```\n```python\nprint(a)\n```\n")
+    blocks = python_blocks(text)
+    assert [tags for tags, _ in blocks] == [[], ["no-run"], []]
+    assert [code for _, code in blocks] == ["a = 1\n", "b = 2\n", "print(a)\n"]
+
+
+def _needs_delegate(path):
+    return path in ("README.md", "docs/index.md", "docs/deployment.md")
+
+
+@pytest.mark.parametrize("doc", DOC_FILES)
+def test_doc_python_blocks_run(doc, tmp_path):
+    path = os.path.join(ROOT, doc)
+    if not os.path.isfile(path):
+        pytest.skip(f"{doc} not written")
+    blocks = [code for tags, code in python_blocks(open(path, encoding="utf-8").read())
+              if "no-run" not in tags]
+    if not blocks:
+        pytest.skip(f"{doc} has no runnable python block")
+    if _needs_delegate(doc) and not delegate_built():
+        pytest.skip("delegate library not built")
+    # one script: each block announced, so a failure names its block
+    script = ["import os", "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')"]
+    for i, code in enumerate(blocks):
+        script.append(f"print('--- block {i + 1}', flush=True)")
+        script.append(code)
+    (tmp_path / "doc_blocks.py").write_text("\n".join(script))
+    r = subprocess.run([sys.executable, "doc_blocks.py"], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    last = re.findall(r"--- block (\d+)", r.stdout)
+    assert r.returncode == 0, (f"{doc}: block {last[-1] if last else '?'} of {len(blocks)} "
+                               f"failed:\n{r.stderr[-3000:]}")
+    assert last and int(last[-1]) == len(blocks)
+
+
+@pytest.mark.skipif(not delegate_built(), reason="delegate library not built")
+def test_quickstart_example(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "quickstart.py"),
+                        str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+
+    def number(label):
+        m = re.search(rf"^{re.escape(label)}: ([\d.eE+-]+)", out, re.M)
+        assert m, f"no '{label}' line in:\n{out}"
+        return float(m.group(1))
+
+    dense, pruned = number("dense keras accuracy"), number("pruned keras accuracy")
+    stock, deleg = number("stock tflite accuracy"), number("delegate tflite accuracy")
+    assert dense > 0.8 and pruned > 0.5
+    assert stock == deleg
+    assert abs(stock - pruned) < 0.02  # conversion keeps the model
+    assert "identical predictions (stock vs delegate): True" in out
+    assert number("max abs logit difference") < 1e-3
+    m = re.search(r"delegate claimed (\d+) node", out)
+    assert m and int(m.group(1)) >= 1
+    m = re.search(r"file sizes: standard (\d+) bytes, npas format (\d+) bytes", out)
+    assert m and int(m.group(2)) < int(m.group(1))  # the compact format is smaller
+    for f in ("digits_bcr.tflite", "digits_bcr_npas.tflite"):
+        assert (tmp_path / f).is_file()
