@@ -11,7 +11,6 @@ count (npas_keras.runtime.benchmark.compare) and the result is written as DESIGN
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -116,16 +115,8 @@ def pruned_tflite(build, scheme_name, density):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    from npas_keras.latency.machine import describe
+    return describe()
 
 
 def progress(i, n, label):

@@ -444,17 +444,8 @@ def _scheme_text(scheme) -> str:
 
 
 def _machine() -> str:
-    import platform
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+    from npas_keras.latency.machine import describe
+    return describe()
 
 
 # --------------------------------------------------------------------------------------------

@@ -340,7 +340,9 @@ class PixelVectorGemm : public PackedGemm {
   // counts double; plus the gather/transposes of used columns and the per-tile overhead.
   double EstimatedWork() const {
     double work = 0;
-    for (const PixelTile& t : tiles_) work += (double)t.nc * t.nr * (t.nr == 1 ? 2.0 : 1.2) + 8 * t.nr;
+    // (Multi-row tiles run near the FMA rate since the tile kernels keep their accumulators in
+    // registers: BCR 16x16 at 1/2 keeps 11x12 of 16x16 and is ~1.5x faster than dense.)
+    for (const PixelTile& t : tiles_) work += (double)t.nc * t.nr * (t.nr == 1 ? 2.0 : 1.0) + 2 * t.nr;
     return work + 2.0 * used_offs_.size() + view_.rows;
   }
   StructureInfo structure() const override { return info_; }
@@ -392,7 +394,13 @@ double TimeRunMs(const PackedGemm& g, const float* in, const int32_t* pb, int np
   auto t0 = clock::now();
   g.Run(in, pb, np, out, pool, threads);  // warm-up (touches the output pages)
   double best = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-  if (best > 3 * bar_ms) return best;
+  if (best > 3 * bar_ms) {
+    // One slow run may be a preemption on a busy machine: give up only after a second one.
+    auto a = clock::now();
+    g.Run(in, pb, np, out, pool, threads);
+    best = std::min(best, std::chrono::duration<double, std::milli>(clock::now() - a).count());
+    if (best > 3 * bar_ms) return best;
+  }
   const int reps = (int)std::min(10.0, std::max(1.0, budget_ms / std::max(best, 1e-3)));
   for (int i = 0; i < reps; ++i) {
     auto a = clock::now();

@@ -76,20 +76,26 @@ const RowTileFn kRowTiles[kRowP + 1] = {nullptr,    RowTile<1>, RowTile<2>, RowT
 // Pixel vector: 32 pixels = 4 vectors; each tile runs once per vector (NR accumulators).
 template <int NR>
 inline void PixTile(const PixelVectorView& v, const PixelTile& t, const float* xt, float* acc) {
-  const float* w = v.w + t.ws;
   const int32_t* cols = v.tile_cols + t.cs;
   const int32_t* rows = v.tile_rows + t.rs;
+  const int nc = t.nc;
+  // Accumulators loaded from `acc`, row loops fully unrolled (see the AVX-512 PixTile).
   for (int q = 0; q < 4; ++q) {
+    const float* w = v.w + t.ws;
     __m256 a[NR];
-    for (int r = 0; r < NR; ++r) a[r] = _mm256_setzero_ps();
-    for (int c = 0; c < t.nc; ++c) {
-      const __m256 x = _mm256_load_ps(xt + (size_t)cols[c] * 32 + q * 8);
-      for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + c * NR + r), x, a[r]);
-    }
+    float* ap[NR];
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
-      float* ar = acc + (size_t)rows[r] * 32 + q * 8;
-      _mm256_store_ps(ar, _mm256_add_ps(_mm256_load_ps(ar), a[r]));
+      ap[r] = acc + (size_t)rows[r] * 32 + q * 8;
+      a[r] = _mm256_load_ps(ap[r]);
     }
+    for (int c = 0; c < nc; ++c, w += NR) {
+      const __m256 x = _mm256_load_ps(xt + (size_t)cols[c] * 32 + q * 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + r), x, a[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) _mm256_store_ps(ap[r], a[r]);
   }
 }
 typedef void (*PixTileFn)(const PixelVectorView&, const PixelTile&, const float*, float*);

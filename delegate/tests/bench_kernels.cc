@@ -71,8 +71,11 @@ static std::vector<float> MakeWeights(const std::string& scheme, int rows, int c
         int nr = std::min(B, rows - r0), nc = std::min(B, cols - c0);
         int kr = std::max(1, (int)std::lround(nr * std::sqrt(density)));
         int kc = std::max(1, (int)std::lround(nr * nc * density / kr));
+        // One kept-column set per block, shared by its kept rows (the package's bcr: a dense
+        // kept_rows x kept_cols tile per block).
+        const std::vector<int> kcols = Pick(nc, kc);
         for (int r : Pick(nr, kr))
-          for (int c : Pick(nc, kc)) set(r0 + r, c0 + c);
+          for (int c : kcols) set(r0 + r, c0 + c);
       }
   } else {  // unstructured
     for (int r = 0; r < rows; ++r)

@@ -52,3 +52,10 @@ def machine_key(threads: int = 1, runtime: str = "npas") -> str:
     if int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     return f"{cpu_model()}|{cpu_isa()}|threads={int(threads)}|{runtime}"
+
+
+def describe() -> str:
+    """One line naming this machine for benchmark JSON: CPU model, ISA, logical CPUs, OS."""
+    import os
+    return (f"{cpu_model()}, {cpu_isa()}, {os.cpu_count()} logical CPUs, "
+            f"{platform.system()} {platform.machine()}")
