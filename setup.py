@@ -37,7 +37,10 @@ class BuildWithDelegate(build_py):
             targets.append(os.path.join(ROOT, "npas_keras", "runtime"))
         for target in targets:
             os.makedirs(target, exist_ok=True)
-            shutil.copy2(built, os.path.join(target, LIB_NAME))
+            # Copy then rename: processes that have the old library mapped keep their inode.
+            tmp = os.path.join(target, LIB_NAME + ".tmp")
+            shutil.copy2(built, tmp)
+            os.replace(tmp, os.path.join(target, LIB_NAME))
 
 
 setup(

@@ -55,6 +55,14 @@ struct LayerSpec {
   float act_min = -INFINITY, act_max = INFINITY;
   std::vector<float> owned_weights;  // custom ops: decoded dense weights (builtin: empty)
   std::string scheme_json;           // custom ops: the scheme recorded at export
+  // int8 (TFLite full-integer quantization, builtin ops only): int8 activations with zero
+  // points, int8 symmetric weights (per-channel or per-tensor), int32 bias.
+  bool int8 = false;
+  int32_t input_zp = 0, output_zp = 0;
+  int32_t act_min_q = -128, act_max_q = 127;       // fused activation in quantized space
+  std::vector<int32_t> multiplier, shift;          // [rows] (TFLite QuantizeMultiplier)
+  const int8_t* WeightsInt8(const TfLiteContext* ctx) const;
+  const int32_t* BiasInt32(const TfLiteContext* ctx) const;  // nullptr when absent
 
   const float* Weights(const TfLiteContext* ctx) const;
   const float* Bias(const TfLiteContext* ctx) const;  // nullptr when absent
@@ -92,6 +100,9 @@ struct NodeState {
   Geometry geo;                              // geometry the offsets/packing were built for
   std::vector<int32_t> col_offset, pixel_base;
   std::vector<float> padded;                 // zero-padded input copy (conv / depthwise)
+  std::unique_ptr<PackedGemmInt8> gemm8;     // int8 FC / CONV_2D
+  std::unique_ptr<PackedDepthwiseInt8> dw8;  // int8 DEPTHWISE_CONV_2D
+  std::vector<int8_t> padded8;               // int8 input copy padded with input_zp
   double dense_ms = 0, best_ms = 0;
 };
 

@@ -71,6 +71,100 @@ bool KindFromName(const std::string& name, KernelKind* k) {
   return false;
 }
 
+// The int8 half of Evaluate (spec, geometry and offsets are already built): packs with our int8
+// kernels and claims under the same rules as float32 (min_sparsity, schemes, min_speedup against
+// our own int8 dense kernel). No tuning cache for int8 (measured at every prepare).
+std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
+                                        std::unique_ptr<NodeState> st, int threads,
+                                        NodeRecord* rec) {
+  const Options& opt = d->options;
+  auto decline = [&](const std::string& reason, const std::string& message) {
+    rec->claimed = false;
+    rec->reason = reason;
+    rec->message = message;
+    return std::unique_ptr<NodeState>();
+  };
+  const LayerSpec& s = st->spec;
+  const int8_t* w = s.WeightsInt8(ctx);
+  if (w == nullptr) return decline("weights_not_constant", "weights not available at prepare");
+  const bool depthwise = s.op == OpKind::kDepthwiseConv2D;
+  const size_t count = depthwise ? static_cast<size_t>(s.kh) * s.kw * s.cout
+                                 : static_cast<size_t>(s.rows) * s.cols;
+  size_t nz = 0;
+  for (size_t i = 0; i < count; ++i) nz += w[i] != 0;
+  rec->density = count ? static_cast<double>(nz) / count : 1.0;
+  if (rec->density > 1.0 - opt.min_sparsity + 1e-9) {
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), "density %.3f above 1 - min_sparsity (%.3f)", rec->density,
+                  1.0 - opt.min_sparsity);
+    return decline("below_min_sparsity", buf);
+  }
+  const bool forced = opt.kernel != KernelKind::kAuto;
+  std::string err;
+  ThreadPool* pool = SharedThreadPool();
+  if (depthwise) {
+    st->kind = forced && opt.kernel == KernelKind::kDense ? KernelKind::kDense : KernelKind::kRowBlock;
+    if (!PackNode(ctx, st.get(), st->kind, &err)) return decline("pack_failed", err);
+    if (!forced) {
+      auto dense = std::unique_ptr<NodeState>(new NodeState());
+      dense->spec = s;
+      dense->geo = st->geo;
+      dense->col_offset = st->col_offset;
+      dense->pixel_base = st->pixel_base;
+      if (!PackNode(ctx, dense.get(), KernelKind::kDense, &err)) return decline("pack_failed", err);
+      std::vector<int8_t> in(static_cast<size_t>(st->geo.in_elems), 3);
+      std::vector<int8_t> out(static_cast<size_t>(st->geo.num_pixels) * s.cout);
+      st->dense_ms = TimeMs([&] {
+        dense->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
+      });
+      st->best_ms = TimeMs([&] {
+        st->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
+      });
+    }
+  } else if (forced) {
+    KernelKind k = opt.kernel == KernelKind::kPixelVector ? KernelKind::kRowBlock : opt.kernel;
+    if (!PackNode(ctx, st.get(), k, &err)) return decline("pack_failed", err);
+  } else {
+    GemmInt8Desc gd;
+    gd.rows = s.rows;
+    gd.cols = s.cols;
+    gd.kh = s.op == OpKind::kConv2D ? s.kh : 1;
+    gd.kw = s.op == OpKind::kConv2D ? s.kw : 1;
+    gd.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
+    gd.weights = w;
+    gd.bias = s.BiasInt32(ctx);
+    gd.col_offset = st->col_offset.data();
+    gd.multiplier = s.multiplier.data();
+    gd.shift = s.shift.data();
+    gd.input_zp = s.input_zp;
+    gd.output_zp = s.output_zp;
+    gd.act_min = s.act_min_q;
+    gd.act_max = s.act_max_q;
+    st->gemm8 = PackGemmInt8(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
+                             st->geo.in_elems, threads, &st->dense_ms, &st->best_ms, &err);
+    if (!st->gemm8) return decline("pack_failed", err);
+    st->kind = st->gemm8->kind();
+    st->structure = st->gemm8->structure();
+  }
+  rec->structure = StructureLabel(st->structure.kind);
+  rec->kernel = depthwise ? "int8_depthwise" : std::string("int8_") + KernelKindName(st->kind);
+  rec->dense_ms = st->dense_ms;
+  rec->best_ms = st->best_ms;
+  if ((opt.schemes & StructureBit(st->structure.kind)) == 0)
+    return decline("scheme_not_allowed", "structure " + rec->structure + " not in `schemes`");
+  if (!forced && st->structure.kind == Structure::kDense)
+    return decline("dense_weights", "no exploitable zeros (left to the default kernels)");
+  if (!forced && st->best_ms * opt.min_speedup > st->dense_ms) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "measured %.4f ms vs int8 dense %.4f ms: below min_speedup %.2f",
+                  st->best_ms, st->dense_ms, opt.min_speedup);
+    return decline("no_speedup", buf);
+  }
+  rec->claimed = true;
+  rec->packed_bytes = depthwise ? st->dw8->packed_bytes() : st->gemm8->packed_bytes();
+  return st;
+}
+
 // Decides whether to claim one candidate node. Returns the packed state when claimed.
 std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int node_index,
                                     TfLiteNode* node, TfLiteRegistration* reg, int threads,
@@ -96,6 +190,7 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
   st->num_threads = threads;
   if (!ComputeGeometry(ctx, st->spec, &st->geo, &err)) return decline("bad_shape", err);
   BuildOffsets(st->spec, st->geo, &st->col_offset, &st->pixel_base);
+  if (st->spec.int8) return EvaluateInt8(ctx, d, std::move(st), threads, rec);
   const LayerSpec& s = st->spec;
   const float* w = s.Weights(ctx);
   if (w == nullptr) return decline("weights_not_constant", "weights not available at prepare");
@@ -286,7 +381,13 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
       }
     }
   }
-  if (st->geo.needs_copy) {
+  if (st->spec.int8) {
+    // Padding holds the input zero point (the value 0.0 in quantized space).
+    if (st->geo.needs_copy)
+      st->padded8.assign(static_cast<size_t>(st->geo.in_elems), static_cast<int8_t>(st->spec.input_zp));
+    else
+      std::vector<int8_t>().swap(st->padded8);
+  } else if (st->geo.needs_copy) {
     if (st->padded.size() != static_cast<size_t>(st->geo.in_elems))
       st->padded.assign(static_cast<size_t>(st->geo.in_elems), 0.f);
   } else {
@@ -309,6 +410,34 @@ TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
   if (st == nullptr) return kTfLiteError;
   const TfLiteTensor& in = ctx->tensors[st->spec.input_tensor];
   TfLiteTensor& out = ctx->tensors[st->spec.output_tensor];
+  if (st->spec.int8) {
+    const int8_t* src8 = in.data.int8;
+    int8_t* dst8 = out.data.int8;
+    if (src8 == nullptr || dst8 == nullptr) {
+      ctx->ReportError(ctx, "npas delegate: node %d has unallocated tensors", st->spec.node_index);
+      return kTfLiteError;
+    }
+    const Geometry& g = st->geo;
+    if (g.needs_copy) {
+      const size_t row = static_cast<size_t>(g.in_w) * st->spec.cin;
+      int8_t* pad = st->padded8.data();
+      for (int n = 0; n < g.n; ++n)
+        for (int y = 0; y < g.in_h; ++y)
+          std::memcpy(pad + ((static_cast<size_t>(n) * g.hp + y + g.pad_top) * g.wp + g.pad_left) *
+                                st->spec.cin,
+                      src8 + (static_cast<size_t>(n) * g.in_h + y) * row, row);
+      src8 = pad;
+    }
+    ThreadPool* pool = SharedThreadPool();
+    if (st->gemm8)
+      st->gemm8->Run(src8, g.in_elems, st->pixel_base.data(), g.num_pixels, dst8, pool,
+                     st->num_threads);
+    else if (st->dw8)
+      st->dw8->Run(src8, st->pixel_base.data(), g.num_pixels, dst8, pool, st->num_threads);
+    else
+      return kTfLiteError;
+    return kTfLiteOk;
+  }
   const float* src = in.data.f;
   float* dst = out.data.f;
   if (src == nullptr || dst == nullptr) {

@@ -1,4 +1,5 @@
 // Reading TFLite nodes into LayerSpecs (with the reasons to decline), geometry and offsets.
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -69,14 +70,22 @@ bool CheckTensors(TfLiteContext* ctx, TfLiteNode* node, int weights_input, int b
   if (in == nullptr || out_idx < 0 || static_cast<size_t>(out_idx) >= ctx->tensors_size)
     DECLINE("unsupported_signature", "missing input or output tensor");
   const TfLiteTensor& out = ctx->tensors[out_idx];
-  if (in->type != kTfLiteFloat32 || out.type != kTfLiteFloat32)
+  // int8 in / int8 out: TFLite full-integer quantization (checked further in FinishInt8).
+  // Everything else that is not float32 (uint8, int16 activations, hybrid) stays declined.
+  const bool q8 = in->type == kTfLiteInt8 && out.type == kTfLiteInt8 && weights_input >= 0;
+  if (!q8 && (in->type != kTfLiteFloat32 || out.type != kTfLiteFloat32))
     DECLINE("not_float32", "activation input/output are not float32");
+  spec->int8 = q8;
+  const TfLiteType wtype = q8 ? kTfLiteInt8 : kTfLiteFloat32;
+  const TfLiteType btype = q8 ? kTfLiteInt32 : kTfLiteFloat32;
   spec->input_tensor = node->inputs->data[0];
   spec->output_tensor = out_idx;
   if (weights_input >= 0) {
     const TfLiteTensor* w = Input(ctx, node, weights_input);
     if (w == nullptr) DECLINE("unsupported_signature", "missing weights tensor");
-    if (w->type != kTfLiteFloat32) DECLINE("not_float32", "weights are not float32");
+    if (w->type != wtype)
+      DECLINE(q8 ? "unsupported_quantization" : "not_float32",
+              q8 ? "int8 activations need int8 weights" : "weights are not float32");
     if (!IsConstant(*w)) DECLINE("weights_not_constant", "weights are not a constant tensor");
     if (w->sparsity != nullptr)
       DECLINE("sparse_weights_metadata", "weights carry TFLite sparsity metadata");
@@ -86,7 +95,9 @@ bool CheckTensors(TfLiteContext* ctx, TfLiteNode* node, int weights_input, int b
   if (bias_idx >= 0) {
     const TfLiteTensor* b = Input(ctx, node, bias_input);
     if (b == nullptr) DECLINE("unsupported_signature", "bad bias tensor index");
-    if (b->type != kTfLiteFloat32) DECLINE("not_float32", "bias is not float32");
+    if (b->type != btype)
+      DECLINE(q8 ? "unsupported_quantization" : "not_float32",
+              q8 ? "int8 layer bias is not int32" : "bias is not float32");
     if (!IsConstant(*b)) DECLINE("bias_not_constant", "bias is not a constant tensor");
     spec->bias_tensor = bias_idx;
   }
@@ -108,6 +119,75 @@ bool CheckStridesDilation(LayerSpec* spec, std::string* reason, std::string* mes
   return true;
 }
 
+const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
+  if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr)
+    return nullptr;
+  auto* a = static_cast<const TfLiteAffineQuantization*>(t.quantization.params);
+  if (a->scale == nullptr || a->zero_point == nullptr || a->scale->size < 1 ||
+      a->zero_point->size != a->scale->size)
+    return nullptr;
+  return a;
+}
+
+// int8 layers: per-tensor int8 input/output with zero points, symmetric int8 weights (zero
+// point 0) per output channel (`channel_dim` of the weights) or per tensor. Computes TFLite's
+// per-channel multiplier/shift (input_scale * weight_scale / output_scale, in double) and the
+// fused activation's clamp in quantized space (as CalculateActivationRangeQuantized).
+bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std::string* reason,
+                std::string* message) {
+  const TfLiteTensor& in = ctx->tensors[spec->input_tensor];
+  const TfLiteTensor& out = ctx->tensors[spec->output_tensor];
+  const TfLiteTensor& w = ctx->tensors[spec->weights_tensor];
+  const TfLiteAffineQuantization* qi = Affine(in);
+  const TfLiteAffineQuantization* qo = Affine(out);
+  const TfLiteAffineQuantization* qw = Affine(w);
+  if (!qi || !qo || !qw) DECLINE("unsupported_quantization", "int8 tensor without affine quantization");
+  if (qi->scale->size != 1 || qo->scale->size != 1)
+    DECLINE("unsupported_quantization", "per-channel quantized activations");
+  const float in_scale = qi->scale->data[0], out_scale = qo->scale->data[0];
+  const int32_t in_zp = qi->zero_point->data[0], out_zp = qo->zero_point->data[0];
+  if (!(in_scale > 0) || !(out_scale > 0) || !std::isfinite(in_scale) || !std::isfinite(out_scale))
+    DECLINE("unsupported_quantization", "non-positive activation scale");
+  if (in_zp < -128 || in_zp > 127 || out_zp < -128 || out_zp > 127)
+    DECLINE("unsupported_quantization", "activation zero point outside int8");
+  const int nch = spec->rows;
+  const int nsc = qw->scale->size;
+  if (nsc != 1 && (nsc != nch || qw->quantized_dimension != channel_dim))
+    DECLINE("unsupported_quantization", "weight scales are neither per-tensor nor per output channel");
+  for (int i = 0; i < nsc; ++i) {
+    if (qw->zero_point->data[i] != 0)
+      DECLINE("asymmetric_weights", "int8 weights with a nonzero zero point");
+    if (!(qw->scale->data[i] > 0) || !std::isfinite(qw->scale->data[i]))
+      DECLINE("unsupported_quantization", "non-positive weight scale");
+  }
+  if (spec->bias_tensor >= 0) {
+    const TfLiteTensor& b = ctx->tensors[spec->bias_tensor];
+    if (b.type != kTfLiteInt32) DECLINE("unsupported_quantization", "int8 layer bias is not int32");
+  }
+  spec->multiplier.assign(nch, 0);
+  spec->shift.assign(nch, 0);
+  for (int c = 0; c < nch; ++c) {
+    const double ws = static_cast<double>(qw->scale->data[nsc == 1 ? 0 : c]);
+    const double real = static_cast<double>(in_scale) * ws / static_cast<double>(out_scale);
+    int sh = 0;
+    QuantizeMultiplier(real, &spec->multiplier[c], &sh);
+    if (sh > 30) DECLINE("unsupported_quantization", "effective output scale too large");
+    spec->shift[c] = sh;
+  }
+  auto quantize = [&](float f) {
+    return out_zp + static_cast<int32_t>(std::round(f / out_scale));
+  };
+  spec->input_zp = in_zp;
+  spec->output_zp = out_zp;
+  spec->act_min_q = -128;
+  spec->act_max_q = 127;
+  if (std::isfinite(spec->act_min)) spec->act_min_q = std::max<int32_t>(-128, quantize(spec->act_min));
+  if (std::isfinite(spec->act_max)) spec->act_max_q = std::min<int32_t>(127, quantize(spec->act_max));
+  if (spec->act_min_q > spec->act_max_q)
+    DECLINE("unsupported_quantization", "empty quantized activation range");
+  return true;
+}
+
 bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, LayerSpec* spec,
                  std::string* reason, std::string* message) {
   spec->custom = true;
@@ -115,6 +195,7 @@ bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, 
   if (node->inputs == nullptr || node->inputs->size < 3)
     DECLINE("unsupported_signature", "NPAS custom op needs activation, values and indices inputs");
   if (!CheckTensors(ctx, node, -1, 3, spec, reason, message)) return false;
+  if (spec->int8) DECLINE("not_float32", "NPAS custom ops are float32 only");
   RawTensor raw[2];
   for (int i = 0; i < 2; ++i) {
     const TfLiteTensor* t = Input(ctx, node, 1 + i);
@@ -197,6 +278,18 @@ const float* LayerSpec::Weights(const TfLiteContext* ctx) const {
   return ctx->tensors[weights_tensor].data.f;
 }
 
+const int8_t* LayerSpec::WeightsInt8(const TfLiteContext* ctx) const {
+  if (!int8 || weights_tensor < 0 || static_cast<size_t>(weights_tensor) >= ctx->tensors_size)
+    return nullptr;
+  return ctx->tensors[weights_tensor].data.int8;
+}
+
+const int32_t* LayerSpec::BiasInt32(const TfLiteContext* ctx) const {
+  if (!int8 || bias_tensor < 0 || static_cast<size_t>(bias_tensor) >= ctx->tensors_size)
+    return nullptr;
+  return ctx->tensors[bias_tensor].data.i32;
+}
+
 const float* LayerSpec::Bias(const TfLiteContext* ctx) const {
   if (bias_tensor < 0 || static_cast<size_t>(bias_tensor) >= ctx->tensors_size) return nullptr;
   return ctx->tensors[bias_tensor].data.f;
@@ -228,6 +321,7 @@ bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLite
       DECLINE("bad_shape", "FULLY_CONNECTED weights are not [units, in]");
     spec->rows = spec->cout = w.dims->data[0];
     spec->cols = spec->cin = w.dims->data[1];
+    if (spec->int8 && !FinishInt8(ctx, 0, spec, reason, message)) return false;
     return CheckBiasSize(ctx, *spec, reason, message);
   }
   if (code == kTfLiteBuiltinConv2d) {
@@ -258,6 +352,7 @@ bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLite
     if (in.dims->data[3] != spec->cin)
       DECLINE("grouped_convolution", "filter channels differ from input channels (grouped conv)");
     spec->cols = spec->kh * spec->kw * spec->cin;
+    if (spec->int8 && !FinishInt8(ctx, 0, spec, reason, message)) return false;
     return CheckBiasSize(ctx, *spec, reason, message);
   }
   if (code == kTfLiteBuiltinDepthwiseConv2d) {
@@ -290,6 +385,7 @@ bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLite
       DECLINE("bad_shape", "depthwise output channels are not a multiple of input channels");
     spec->depth_multiplier = spec->cout / spec->cin;
     spec->cols = spec->kh * spec->kw;
+    if (spec->int8 && !FinishInt8(ctx, 3, spec, reason, message)) return false;
     return CheckBiasSize(ctx, *spec, reason, message);
   }
   DECLINE("unsupported_op", "not a claimable op");
@@ -402,8 +498,59 @@ void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_
             ((n * geo.hp + oy * spec.stride_h) * geo.wp + ox * spec.stride_w) * spec.cin;
 }
 
+bool PackNodeInt8(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error) {
+  const LayerSpec& s = st->spec;
+  const int8_t* w = s.WeightsInt8(ctx);
+  if (w == nullptr) {
+    *error = "weights not available";
+    return false;
+  }
+  if (s.op == OpKind::kDepthwiseConv2D) {
+    DepthwiseInt8Desc d;
+    d.kh = s.kh;
+    d.kw = s.kw;
+    d.cin = s.cin;
+    d.depth_multiplier = s.depth_multiplier;
+    d.weights = w;
+    d.bias = s.BiasInt32(ctx);
+    d.tap_offset = st->col_offset.data();
+    d.multiplier = s.multiplier.data();
+    d.shift = s.shift.data();
+    d.input_zp = s.input_zp;
+    d.output_zp = s.output_zp;
+    d.act_min = s.act_min_q;
+    d.act_max = s.act_max_q;
+    st->dw8 = PackDepthwiseInt8(d, kind != KernelKind::kDense, error);
+    if (!st->dw8) return false;
+    st->structure = st->dw8->structure();
+    return true;
+  }
+  GemmInt8Desc d;
+  d.rows = s.rows;
+  d.cols = s.cols;
+  d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
+  d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
+  d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
+  d.weights = w;
+  d.bias = s.BiasInt32(ctx);
+  d.col_offset = st->col_offset.data();
+  d.multiplier = s.multiplier.data();
+  d.shift = s.shift.data();
+  d.input_zp = s.input_zp;
+  d.output_zp = s.output_zp;
+  d.act_min = s.act_min_q;
+  d.act_max = s.act_max_q;
+  st->gemm8 = PackGemmInt8(d, kind, st->geo.num_pixels, st->pixel_base.data(), st->geo.in_elems,
+                           st->num_threads, nullptr, nullptr, error);
+  if (!st->gemm8) return false;
+  st->kind = st->gemm8->kind();
+  st->structure = st->gemm8->structure();
+  return true;
+}
+
 bool PackNode(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error) {
   const LayerSpec& s = st->spec;
+  if (s.int8) return PackNodeInt8(ctx, st, kind, error);
   const float* w = s.Weights(ctx);
   if (w == nullptr) {
     *error = "weights not available";

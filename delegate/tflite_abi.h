@@ -114,6 +114,14 @@ typedef struct TfLiteQuantization {
   void* params;
 } TfLiteQuantization;
 
+// TfLiteQuantization.params when type == kTfLiteAffineQuantization (int8 models): per-tensor
+// (size 1) or per-channel scales / zero points along quantized_dimension.
+typedef struct TfLiteAffineQuantization {
+  TfLiteFloatArray* scale;
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+} TfLiteAffineQuantization;
+
 typedef union TfLitePtrUnion {
   int32_t* i32;
   uint32_t* u32;
@@ -356,6 +364,7 @@ __attribute__((visibility("default"))) void tflite_plugin_destroy_delegate(TfLit
 static_assert(sizeof(TfLiteIntArray) == 4, "TfLiteIntArray layout");
 static_assert(sizeof(TfLiteQuantizationParams) == 8, "TfLiteQuantizationParams layout");
 static_assert(sizeof(TfLiteQuantization) == 16, "TfLiteQuantization layout");
+static_assert(sizeof(TfLiteAffineQuantization) == 24, "TfLiteAffineQuantization layout");
 static_assert(sizeof(TfLiteTensor) == 112, "TfLiteTensor must be 112 bytes (context->tensors stride)");
 static_assert(offsetof(TfLiteTensor, allocation_type) == 32, "TfLiteTensor.allocation_type offset");
 static_assert(offsetof(TfLiteTensor, sparsity) == 96, "TfLiteTensor.sparsity offset");

@@ -120,4 +120,75 @@ enum class Isa { kScalar, kAvx2, kAvx512, kNeon };
 Isa DetectIsa();            // best available on this CPU (overridable with NPAS_ISA=scalar|avx2|avx512)
 const char* IsaName(Isa);
 
+// ---- int8 (TFLite full-integer quantization; int8_*.cc) ---------------------------------------
+// The same implicit GEMM / depthwise geometry with TFLite's int8 arithmetic (reference kernels):
+//   acc = bias[o] + sum_k W[o, k] * (in[...] - input_zp)                       (int32, exact)
+//   out = clamp(MultiplyByQuantizedMultiplier(acc, multiplier[o], shift[o]) + output_zp,
+//               act_min, act_max)                                               (int8)
+// Weights are int8 symmetric (zero point 0), per-channel or per-tensor (then pass the same
+// multiplier/shift for every row); bias int32 at scale input_scale * weight_scale[o].
+// The input buffer given to Run is int8; a padded conv input must be padded with input_zp (not 0).
+// Kernels may read the input as u8 (x + 128, AVX-512 VNNI): packing folds -input_zp * sum(W)
+// (and -128 * sum(W)) into the bias, so Run needs the element count of the input buffer.
+
+// TFLite's QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31).
+void QuantizeMultiplier(double real, int32_t* multiplier, int* shift);
+// TFLite's MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul + RoundingDivideByPOT).
+int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t multiplier, int shift);
+
+struct GemmInt8Desc {
+  int rows = 0, cols = 0;
+  int kh = 1, kw = 1, cin = 0;          // column order (as GemmDesc)
+  const int8_t* weights = nullptr;      // [rows, cols]; only read during packing
+  const int32_t* bias = nullptr;        // [rows] or nullptr
+  const int32_t* col_offset = nullptr;  // [cols]
+  const int32_t* multiplier = nullptr;  // [rows]
+  const int32_t* shift = nullptr;       // [rows]
+  int32_t input_zp = 0, output_zp = 0;
+  int32_t act_min = -128, act_max = 127;  // fused activation, quantized
+};
+
+class PackedGemmInt8 {
+ public:
+  virtual ~PackedGemmInt8() = default;
+  virtual KernelKind kind() const = 0;  // kDense or kRowBlock
+  virtual StructureInfo structure() const = 0;
+  virtual size_t packed_bytes() const = 0;
+  virtual Isa isa() const = 0;
+  // in: int8 buffer of in_elems elements; out: [num_pixels, rows] int8.
+  virtual void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
+                   int8_t* out, ThreadPool* pool, int num_threads) const = 0;
+};
+
+// kDense: every column; kRowBlock: per 16-row group only the columns some row keeps; kAuto: packs
+// both, times them on synthetic input and keeps the faster (*dense_ms / *best_ms as PackGemm).
+std::unique_ptr<PackedGemmInt8> PackGemmInt8(const GemmInt8Desc& d, KernelKind kind,
+                                             int num_pixels, const int32_t* pixel_base,
+                                             int64_t in_elems, int num_threads, double* dense_ms,
+                                             double* best_ms, std::string* error);
+
+struct DepthwiseInt8Desc {
+  int kh = 0, kw = 0, cin = 0, depth_multiplier = 1;
+  const int8_t* weights = nullptr;       // [kh * kw, cout]
+  const int32_t* bias = nullptr;         // [cout] or nullptr
+  const int32_t* tap_offset = nullptr;   // [kh * kw]
+  const int32_t* multiplier = nullptr;   // [cout]
+  const int32_t* shift = nullptr;        // [cout]
+  int32_t input_zp = 0, output_zp = 0;
+  int32_t act_min = -128, act_max = 127;
+};
+
+class PackedDepthwiseInt8 {
+ public:
+  virtual ~PackedDepthwiseInt8() = default;
+  virtual StructureInfo structure() const = 0;
+  virtual size_t packed_bytes() const = 0;
+  virtual void Run(const int8_t* in, const int32_t* pixel_base, int num_pixels, int8_t* out,
+                   ThreadPool* pool, int num_threads) const = 0;
+};
+
+// sparse = false keeps every tap (the dense reference the delegate times against).
+std::unique_ptr<PackedDepthwiseInt8> PackDepthwiseInt8(const DepthwiseInt8Desc& d, bool sparse,
+                                                       std::string* error);
+
 }  // namespace npas
