@@ -1,0 +1,446 @@
+// int8 implicit GEMM and depthwise (TFLite full-integer arithmetic): multiplier helpers, packing
+// into the int8 row-block format (int8_internal.h), runners with thread split, kAuto timing, and
+// the scalar kernels (also the aarch64 fallback until a NEON int8 kernel exists).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "kernels/int8_internal.h"
+
+namespace npas {
+
+void QuantizeMultiplier(double real, int32_t* multiplier, int* shift) {
+  if (real == 0.0 || !std::isfinite(real)) {
+    *multiplier = 0;
+    *shift = 0;
+    return;
+  }
+  int e = 0;
+  const double q = std::frexp(real, &e);
+  int64_t q_fixed = (int64_t)std::llround(q * (double)(1ll << 31));
+  if (q_fixed == (1ll << 31)) {
+    q_fixed /= 2;
+    ++e;
+  }
+  if (e < -31) {  // everything would be shifted out: TFLite flushes to zero
+    e = 0;
+    q_fixed = 0;
+  }
+  *multiplier = (int32_t)q_fixed;
+  *shift = e;
+}
+
+int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t multiplier, int shift) {
+  return internal::RequantInt8(x, multiplier, shift > 0 ? shift : 0, shift > 0 ? 0 : -shift);
+}
+
+namespace internal {
+namespace {
+
+struct Aligned {
+  void* p = nullptr;
+  Aligned() = default;
+  explicit Aligned(size_t bytes) : p(AlignedAlloc(64, std::max<size_t>(bytes, 64))) {
+    if (p) std::memset(p, 0, std::max<size_t>(bytes, 64));
+  }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+  Aligned(Aligned&& o) noexcept : p(o.p) { o.p = nullptr; }
+  Aligned& operator=(Aligned&& o) noexcept {
+    std::swap(p, o.p);
+    return *this;
+  }
+  ~Aligned() { free(p); }
+};
+
+bool UseVnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  return DetectIsa() == Isa::kAvx512 && CpuHasAvx512Vnni();
+#else
+  return false;
+#endif
+}
+
+double BestMs(const std::function<void()>& fn, double budget_ms, double bar_ms) {
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  fn();
+  double best = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  if (best > 3 * bar_ms) return best;
+  const int reps = (int)std::min(10.0, std::max(2.0, budget_ms / std::max(best, 1e-3)));
+  for (int i = 0; i < reps; ++i) {
+    auto a = clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double, std::milli>(clock::now() - a).count());
+  }
+  return best;
+}
+
+class RowBlockInt8 : public PackedGemmInt8 {
+ public:
+  RowBlockInt8(const GemmInt8Desc& d, bool sparse, StructureInfo info) : info_(info) {
+    sparse_ = sparse;
+    isa_ = UseVnni() ? Isa::kAvx512 : Isa::kScalar;
+#if defined(__x86_64__) || defined(__i386__)
+    fn_ = isa_ == Isa::kAvx512 ? RowBlockInt8Vnni : RowBlockInt8Scalar;
+#else
+    fn_ = RowBlockInt8Scalar;
+#endif
+    const int G = (d.rows + 15) / 16;
+    qstart_.assign(G + 1, 0);
+    qmid_.assign(G, 0);
+    std::vector<int32_t> offs;
+    std::vector<int8_t> w;
+    std::vector<uint8_t> used(d.cols);
+    bias_ = Aligned(sizeof(int32_t) * G * 16);
+    mult_ = Aligned(sizeof(int32_t) * G * 16);
+    lsh_ = Aligned(sizeof(int32_t) * G * 16);
+    rsh_ = Aligned(sizeof(int32_t) * G * 16);
+    int32_t* bias = (int32_t*)bias_.p;
+    int32_t* mult = (int32_t*)mult_.p;
+    int32_t* lsh = (int32_t*)lsh_.p;
+    int32_t* rsh = (int32_t*)rsh_.p;
+    for (int g = 0; g < G; ++g) {
+      const int r0 = g * 16, r1 = std::min(d.rows, r0 + 16);
+      for (int k = 0; k < d.cols; ++k) {
+        uint8_t u = sparse ? 0 : 1;
+        for (int r = r0; r < r1 && !u; ++r) u = d.weights[(size_t)r * d.cols + k] != 0;
+        used[k] = u;
+      }
+      auto push_quad = [&](const int* cols, int n) {
+        const int32_t safe = d.col_offset[cols[0]];
+        for (int j = 0; j < 4; ++j) offs.push_back(j < n ? d.col_offset[cols[j]] : safe);
+        size_t base = w.size();
+        w.resize(base + 64, 0);
+        for (int l = 0; l < 16; ++l) {
+          const int r = r0 + l;
+          if (r >= r1) continue;
+          for (int j = 0; j < n; ++j) w[base + 4 * l + j] = d.weights[(size_t)r * d.cols + cols[j]];
+        }
+      };
+      // Contiguous quads: windows of 4 columns with consecutive offsets holding >= 2 used
+      // columns (dense: any used column); the rest are gathered 4 at a time.
+      std::vector<int> singles;
+      int k = 0;
+      while (k < d.cols) {
+        bool window = k + 3 < d.cols;
+        for (int j = 1; j < 4 && window; ++j)
+          window = d.col_offset[k + j] == d.col_offset[k] + j;
+        if (window) {
+          const int n = used[k] + used[k + 1] + used[k + 2] + used[k + 3];
+          if (n >= 2 || (!sparse && n >= 1)) {
+            int cols4[4] = {k, k + 1, k + 2, k + 3};
+            push_quad(cols4, 4);
+          } else if (n == 1) {
+            for (int j = 0; j < 4; ++j)
+              if (used[k + j]) singles.push_back(k + j);
+          }
+          k += 4;
+        } else {
+          if (used[k]) singles.push_back(k);
+          ++k;
+        }
+      }
+      qmid_[g] = (int32_t)(offs.size() / 4);
+      for (size_t i = 0; i < singles.size(); i += 4) {
+        int cols4[4];
+        const int n = (int)std::min<size_t>(4, singles.size() - i);
+        for (int j = 0; j < n; ++j) cols4[j] = singles[i + j];
+        push_quad(cols4, n);
+      }
+      qstart_[g + 1] = (int32_t)(offs.size() / 4);
+      for (int l = 0; l < 16; ++l) {
+        const int r = r0 + l;
+        if (r >= r1) {
+          mult[r0 + l] = 0;
+          continue;
+        }
+        int64_t sum = 0;
+        for (int kk = 0; kk < d.cols; ++kk) sum += d.weights[(size_t)r * d.cols + kk];
+        int64_t b = (d.bias ? d.bias[r] : 0) - (int64_t)(d.input_zp + 128) * sum;
+        bias[r0 + l] = (int32_t)b;
+        mult[r0 + l] = d.multiplier[r];
+        lsh[r0 + l] = d.shift[r] > 0 ? d.shift[r] : 0;
+        rsh[r0 + l] = d.shift[r] > 0 ? 0 : -d.shift[r];
+      }
+    }
+    qoffs_ = offs;
+    w_ = Aligned(w.size());
+    if (!w.empty()) std::memcpy(w_.p, w.data(), w.size());
+    wbytes_ = w.size();
+    v_.rows = d.rows;
+    v_.ngroups = G;
+    v_.qstart = qstart_.data();
+    v_.qmid = qmid_.data();
+    v_.qoffs = qoffs_.data();
+    v_.w = (const int8_t*)w_.p;
+    v_.bias = bias;
+    v_.mult = mult;
+    v_.lshift = lsh;
+    v_.rshift = rsh;
+    v_.out_zp = d.output_zp;
+    v_.act_min = d.act_min;
+    v_.act_max = d.act_max;
+  }
+
+  bool ok() const { return w_.p && bias_.p && mult_.p && lsh_.p && rsh_.p; }
+  KernelKind kind() const override { return sparse_ ? KernelKind::kRowBlock : KernelKind::kDense; }
+  StructureInfo structure() const override { return info_; }
+  Isa isa() const override { return isa_; }
+  size_t packed_bytes() const override {
+    return wbytes_ + qoffs_.size() * 4 + (qstart_.size() + qmid_.size()) * 4 +
+           (size_t)v_.ngroups * 16 * 16;
+  }
+  size_t quads() const { return qoffs_.size() / 4; }
+
+  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
+           int8_t* out, ThreadPool* pool, int num_threads) const override {
+    if (num_pixels <= 0) return;
+    // u8 copy (x + 128): per-call scratch, thread_local so concurrent nodes do not share it.
+    static thread_local std::vector<uint8_t> u8;
+    if (u8.size() < (size_t)in_elems + 64) u8.resize((size_t)in_elems + 64);
+    for (int64_t i = 0; i < in_elems; ++i) u8[i] = (uint8_t)in[i] ^ 0x80u;
+    const uint8_t* src = u8.data();
+    const int G = v_.ngroups, T = kInt8PixelTile;
+    const int ptiles = (num_pixels + T - 1) / T;
+    if (num_threads > 1 && !pool) num_threads = 1;
+    if (num_threads <= 1) {
+      fn_(v_, src, pixel_base, 0, num_pixels, 0, G, out);
+      return;
+    }
+    int tasks_p = std::max(1, std::min(ptiles, num_threads * 2)), tasks_g = 1;
+    if (ptiles < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_p));
+    pool->ParallelFor(tasks_p * tasks_g, num_threads, [&](int t) {
+      const int tp = t / tasks_g, tg = t % tasks_g;
+      const int p0 = (int)((int64_t)ptiles * tp / tasks_p) * T;
+      const int p1 = std::min(num_pixels, (int)((int64_t)ptiles * (tp + 1) / tasks_p) * T);
+      const int g0 = (int)((int64_t)G * tg / tasks_g), g1 = (int)((int64_t)G * (tg + 1) / tasks_g);
+      if (p0 < p1 && g0 < g1) fn_(v_, src, pixel_base, p0, p1, g0, g1, out);
+    });
+  }
+
+ private:
+  StructureInfo info_;
+  bool sparse_ = false;
+  Isa isa_ = Isa::kScalar;
+  RowBlockInt8Fn fn_ = nullptr;
+  std::vector<int32_t> qstart_, qmid_, qoffs_;
+  Aligned w_, bias_, mult_, lsh_, rsh_;
+  size_t wbytes_ = 0;
+  RowBlockInt8View v_;
+};
+
+}  // namespace
+
+void RowBlockInt8Scalar(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb, int p0,
+                        int p1, int g0, int g1, int8_t* out) {
+  for (int g = g0; g < g1; ++g) {
+    const int q0 = v.qstart[g], q1 = v.qstart[g + 1];
+    const int nl = std::min(16, v.rows - g * 16);
+    for (int p = p0; p < p1; ++p) {
+      int32_t acc[16];
+      for (int l = 0; l < 16; ++l) acc[l] = v.bias[g * 16 + l];
+      const uint8_t* x = in + pb[p];
+      for (int q = q0; q < q1; ++q) {
+        const int32_t* o = v.qoffs + 4 * q;
+        const int32_t a0 = x[o[0]], a1 = x[o[1]], a2 = x[o[2]], a3 = x[o[3]];
+        const int8_t* w = v.w + 64 * q;
+        for (int l = 0; l < 16; ++l)
+          acc[l] += a0 * w[4 * l] + a1 * w[4 * l + 1] + a2 * w[4 * l + 2] + a3 * w[4 * l + 3];
+      }
+      int8_t* dst = out + (size_t)p * v.rows + g * 16;
+      for (int l = 0; l < nl; ++l) {
+        const int i = g * 16 + l;
+        int32_t r = RequantInt8(acc[l], v.mult[i], v.lshift[i], v.rshift[i]) + v.out_zp;
+        dst[l] = (int8_t)std::min(std::max(r, v.act_min), v.act_max);
+      }
+    }
+  }
+}
+
+}  // namespace internal
+
+std::unique_ptr<PackedGemmInt8> PackGemmInt8(const GemmInt8Desc& d, KernelKind kind,
+                                             int num_pixels, const int32_t* pixel_base,
+                                             int64_t in_elems, int num_threads, double* dense_ms,
+                                             double* best_ms, std::string* error) {
+  using namespace internal;
+  auto fail = [&](const char* msg) -> std::unique_ptr<PackedGemmInt8> {
+    if (error) *error = msg;
+    return nullptr;
+  };
+  if (d.rows <= 0 || d.cols <= 0) return fail("PackGemmInt8: rows and cols must be positive");
+  if (!d.weights || !d.col_offset || !d.multiplier || !d.shift)
+    return fail("PackGemmInt8: weights, col_offset, multiplier and shift are required");
+  if (d.act_min > d.act_max || d.act_min < -128 || d.act_max > 127)
+    return fail("PackGemmInt8: bad activation range");
+  if (d.input_zp < -128 || d.input_zp > 127 || d.output_zp < -128 || d.output_zp > 127)
+    return fail("PackGemmInt8: zero point out of int8 range");
+  for (int r = 0; r < d.rows; ++r)
+    if (d.shift[r] > 30 || d.shift[r] < -31 || d.multiplier[r] < 0)
+      return fail("PackGemmInt8: multiplier/shift out of range");
+  if (kind == KernelKind::kPixelVector) return fail("PackGemmInt8: no int8 pixel-vector kernel");
+  // Structure of the zeros (the fp32 analyser on a 0/1 copy).
+  std::vector<float> nz((size_t)d.rows * d.cols);
+  for (size_t i = 0; i < nz.size(); ++i) nz[i] = d.weights[i] != 0 ? 1.f : 0.f;
+  const StructureInfo info = AnalyzeStructure(nz.data(), d.rows, d.cols, d.kh, d.kw,
+                                              d.cin > 0 ? d.cin : d.cols);
+  std::vector<float>().swap(nz);
+  if (kind == KernelKind::kDense || kind == KernelKind::kRowBlock) {
+    auto p = std::make_unique<RowBlockInt8>(d, kind == KernelKind::kRowBlock, info);
+    if (!p->ok()) return fail("PackGemmInt8: out of memory");
+    return p;
+  }
+  auto dense = std::make_unique<RowBlockInt8>(d, false, info);
+  auto sparse = std::make_unique<RowBlockInt8>(d, true, info);
+  if (!dense->ok() || !sparse->ok()) return fail("PackGemmInt8: out of memory");
+  const bool worth = sparse->quads() < dense->quads() * 0.9;
+  double td = 0, ts = 0;
+  if (worth || dense_ms || best_ms) {
+    std::vector<int8_t> in((size_t)std::max<int64_t>(in_elems, 1), 3);
+    std::vector<int8_t> out((size_t)num_pixels * d.rows + 16);
+    ThreadPool* pool = SharedThreadPool();
+    td = BestMs([&] { dense->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(), pool,
+                                 num_threads); }, 4.0, 1e30);
+    ts = worth ? BestMs([&] { sparse->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
+                                          pool, num_threads); }, 4.0, td)
+               : td;
+  }
+  if (dense_ms) *dense_ms = td;
+  const bool pick_sparse = worth && ts < td;
+  if (best_ms) *best_ms = pick_sparse ? ts : td;
+  if (pick_sparse) return sparse;
+  return dense;
+}
+
+// ---- depthwise --------------------------------------------------------------------------------
+namespace {
+
+class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
+ public:
+  DepthwiseInt8Impl(const DepthwiseInt8Desc& d, bool sparse) {
+    const int T = d.kh * d.kw;
+    cout_ = d.cin * d.depth_multiplier;
+    dm_ = d.depth_multiplier;
+    G_ = (cout_ + 15) / 16;
+    tstart_.assign(G_ + 1, 0);
+    bias_.assign((size_t)G_ * 16, 0);
+    mult_.assign((size_t)G_ * 16, 0);
+    lsh_.assign((size_t)G_ * 16, 0);
+    rsh_.assign((size_t)G_ * 16, 0);
+    size_t nz = 0;
+    for (int g = 0; g < G_; ++g) {
+      for (int t = 0; t < T; ++t) {
+        bool any = !sparse;
+        for (int l = 0; l < 16 && !any; ++l) {
+          const int c = g * 16 + l;
+          any = c < cout_ && d.weights[(size_t)t * cout_ + c] != 0;
+        }
+        if (!any) continue;
+        toffs_.push_back(d.tap_offset[t]);
+        for (int l = 0; l < 16; ++l) {
+          const int c = g * 16 + l;
+          w_.push_back(c < cout_ ? d.weights[(size_t)t * cout_ + c] : 0);
+        }
+      }
+      tstart_[g + 1] = (int32_t)toffs_.size();
+      for (int l = 0; l < 16; ++l) {
+        const int c = g * 16 + l;
+        if (c >= cout_) continue;
+        int64_t sum = 0;
+        for (int t = 0; t < T; ++t) {
+          sum += d.weights[(size_t)t * cout_ + c];
+          nz += d.weights[(size_t)t * cout_ + c] != 0;
+        }
+        bias_[c] = (int32_t)((d.bias ? d.bias[c] : 0) - (int64_t)d.input_zp * sum);
+        mult_[c] = d.multiplier[c];
+        lsh_[c] = d.shift[c] > 0 ? d.shift[c] : 0;
+        rsh_[c] = d.shift[c] > 0 ? 0 : -d.shift[c];
+      }
+    }
+    info_.kind = Structure::kDense;
+    info_.density = (double)nz / std::max<size_t>(1, (size_t)T * cout_);
+    if (nz < (size_t)T * cout_) info_.kind = Structure::kUnstructured;
+    out_zp_ = d.output_zp;
+    act_min_ = d.act_min;
+    act_max_ = d.act_max;
+  }
+  StructureInfo structure() const override { return info_; }
+  size_t packed_bytes() const override { return w_.size() * 4 + toffs_.size() * 4 + bias_.size() * 16; }
+  void Run(const int8_t* in, const int32_t* pb, int num_pixels, int8_t* out, ThreadPool* pool,
+           int num_threads) const override {
+    if (num_pixels <= 0) return;
+    if (num_threads <= 1 || !pool) {
+      Compute(in, pb, 0, num_pixels, out);
+      return;
+    }
+    const int tasks = std::min(num_pixels, num_threads * 2);
+    pool->ParallelFor(tasks, num_threads, [&](int t) {
+      const int p0 = (int)((int64_t)num_pixels * t / tasks);
+      const int p1 = (int)((int64_t)num_pixels * (t + 1) / tasks);
+      Compute(in, pb, p0, p1, out);
+    });
+  }
+
+ private:
+  void Compute(const int8_t* in, const int32_t* pb, int p0, int p1, int8_t* out) const {
+    int32_t cidx[16];
+    for (int p = p0; p < p1; ++p) {
+      const int8_t* x = in + pb[p];
+      int8_t* dst = out + (size_t)p * cout_;
+      for (int g = 0; g < G_; ++g) {
+        int32_t acc[16];
+        const int nl = std::min(16, cout_ - g * 16);
+        for (int l = 0; l < 16; ++l) {
+          acc[l] = bias_[g * 16 + l];
+          cidx[l] = l < nl ? (g * 16 + l) / dm_ : 0;
+        }
+        for (int j = tstart_[g]; j < tstart_[g + 1]; ++j) {
+          const int8_t* xt = x + toffs_[j];
+          const int32_t* w = w_.data() + (size_t)j * 16;
+          if (dm_ == 1 && nl == 16) {
+            const int8_t* xc = xt + g * 16;
+            for (int l = 0; l < 16; ++l) acc[l] += w[l] * (int32_t)xc[l];
+          } else {
+            for (int l = 0; l < nl; ++l) acc[l] += w[l] * (int32_t)xt[cidx[l]];
+          }
+        }
+        for (int l = 0; l < nl; ++l) {
+          const int c = g * 16 + l;
+          int32_t r = internal::RequantInt8(acc[l], mult_[c], lsh_[c], rsh_[c]) + out_zp_;
+          dst[c] = (int8_t)std::min(std::max(r, act_min_), act_max_);
+        }
+      }
+    }
+  }
+  StructureInfo info_;
+  int cout_ = 0, dm_ = 1, G_ = 0;
+  std::vector<int32_t> tstart_, toffs_, w_, bias_, mult_, lsh_, rsh_;
+  int32_t out_zp_ = 0, act_min_ = -128, act_max_ = 127;
+};
+
+}  // namespace
+
+std::unique_ptr<PackedDepthwiseInt8> PackDepthwiseInt8(const DepthwiseInt8Desc& d, bool sparse,
+                                                       std::string* error) {
+  auto fail = [&](const char* msg) -> std::unique_ptr<PackedDepthwiseInt8> {
+    if (error) *error = msg;
+    return nullptr;
+  };
+  if (d.kh <= 0 || d.kw <= 0 || d.cin <= 0 || d.depth_multiplier <= 0)
+    return fail("PackDepthwiseInt8: sizes must be positive");
+  if (!d.weights || !d.tap_offset || !d.multiplier || !d.shift)
+    return fail("PackDepthwiseInt8: weights, tap_offset, multiplier and shift are required");
+  if (d.act_min > d.act_max || d.act_min < -128 || d.act_max > 127)
+    return fail("PackDepthwiseInt8: bad activation range");
+  const int cout = d.cin * d.depth_multiplier;
+  for (int c = 0; c < cout; ++c)
+    if (d.shift[c] > 30 || d.shift[c] < -31 || d.multiplier[c] < 0)
+      return fail("PackDepthwiseInt8: multiplier/shift out of range");
+  return std::make_unique<DepthwiseInt8Impl>(d, sparse);
+}
+
+}  // namespace npas

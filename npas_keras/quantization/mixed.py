@@ -1,0 +1,168 @@
+"""Mixed-precision weights (8 or 4 bits per layer), scored in BOPs: a simple DJPQ-style greedy
+selection. Every layer starts at the highest candidate width; layers are lowered in order of
+(BOPs saved) / (added weight-quantization error) until the model's BOPs fit the budget.
+
+Quantization here is symmetric per output channel (zero point 0, so pruned zeros stay exactly
+zero), optionally with power-of-two scales (a shift instead of a multiplier on integer hardware).
+It is a *selection and simulation* tool: `apply_bits` fake-quantizes weights in a copy of the
+model to measure accuracy; the exported int8 TFLite model (and the delegate) remain 8-bit.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Mapping, Optional
+
+import numpy as np
+
+from npas_keras.quantization.bops import _rows, bops
+
+__all__ = ["fake_quantize", "select_bits", "apply_bits"]
+
+_KERNEL = {"Dense": "kernel", "Conv2D": "kernel", "Conv1D": "kernel",
+           "DepthwiseConv2D": "depthwise_kernel"}
+
+
+def _channels(w: np.ndarray, depthwise: bool) -> np.ndarray:
+    """2-D view [reduction, output channel] of a kernel."""
+    if depthwise and w.ndim == 4:
+        return w.reshape(w.shape[0] * w.shape[1], -1)
+    return w.reshape(-1, w.shape[-1])
+
+
+def fake_quantize(w, bits: int, *, depthwise: bool = False, power_of_two: bool = False):
+    """Symmetric per-output-channel quantize-dequantize of a Keras kernel (last axis = output
+    channel; depthwise `[kh, kw, c, m]`: per (c, m)). Zeros map to zero. Scale per channel =
+    max|w| / (2^(bits-1) - 1), rounded up to a power of two with `power_of_two`."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
+    w = np.asarray(w, np.float32)
+    m = _channels(w, depthwise)
+    qmax = 2 ** (bits - 1) - 1
+    amax = np.max(np.abs(m), axis=0)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    if power_of_two:
+        scale = np.exp2(np.ceil(np.log2(scale)))
+    q = np.clip(np.round(m / scale), -qmax, qmax) * scale
+    return q.astype(np.float32).reshape(w.shape)
+
+
+def _iter(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers") and layer is not model:
+            yield from _iter(layer)
+
+
+def _kernels(model) -> Dict[str, tuple]:
+    """{layer name: (kernel ndarray, depthwise)} for Dense / Conv / Depthwise (wrapped or not)."""
+    out = {}
+    for layer in _iter(model):
+        inner = getattr(layer, "layer", layer)
+        kind = type(inner).__name__
+        attr = _KERNEL.get(kind)
+        if attr is None or not hasattr(inner, attr):
+            continue
+        out[inner.name] = (np.asarray(getattr(inner, attr).numpy()), kind == "DepthwiseConv2D")
+    return out
+
+
+def _error(w, bits, depthwise, power_of_two):
+    if w is None:
+        return None
+    n = float(np.sum(w.astype(np.float64) ** 2))
+    if n == 0:
+        return 0.0
+    d = fake_quantize(w, bits, depthwise=depthwise, power_of_two=power_of_two) - w
+    return float(np.sum(d.astype(np.float64) ** 2)) / n
+
+
+def select_bits(model_or_rows, budget: float = 0.75, candidates: Iterable[int] = (8, 4),
+                act_bits: int = 8, power_of_two: bool = False,
+                sensitivity: Optional[Mapping[str, float]] = None) -> Dict:
+    """Chooses per-layer weight bits so that BOPs <= budget x BOPs(all at max(candidates)).
+
+    Greedy (DJPQ-style trade of bits against error, scored in BOPs): each step lowers the layer
+    (to its next smaller candidate) with the largest BOPs saved per unit of added error, where
+    error = relative squared weight-quantization error of the layer (its kept weights; zeros
+    are exact) unless `sensitivity` = {layer: weight of that error} scales it (e.g. from a
+    validation-loss probe). Layers without weights (rows only) get error 1 per bit removed.
+
+    Returns {"bits": {layer: w_bits}, "bops", "bops_max", "ratio", "met" (budget reached),
+    "errors": {layer: {bits: error}}, "steps": [(layer, from, to)]}.
+    """
+    cands = sorted({int(c) for c in candidates}, reverse=True)
+    if not cands or any(c < 2 or c > 16 for c in cands):
+        raise ValueError(f"candidates must be bit widths in [2, 16], got {candidates!r}")
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be in (0, 1] (a fraction of the all-{cands[0]}-bit BOPs)")
+    rows = _rows(model_or_rows)
+    kernels = {} if isinstance(model_or_rows, (list, tuple)) else _kernels(model_or_rows)
+    layers = []
+    for r in rows:
+        if r.get("macs_pruned", r.get("macs")) is not None and r["layer"] not in layers:
+            layers.append(r["layer"])
+    bits = {l: cands[0] for l in layers}
+    errors = {}
+    for l in layers:
+        w, dw = kernels.get(l, (None, False))
+        errors[l] = {b: (_error(w, b, dw, power_of_two) if w is not None
+                         else float(cands[0] - b)) for b in cands}
+    sens = dict(sensitivity or {})
+    total_max = bops(rows, bits, act_bits)["total"]
+    target = budget * total_max
+    steps = []
+
+    def total(bb):
+        return bops(rows, bb, act_bits)["total"]
+
+    current = total_max
+    while current > target:
+        best, best_score = None, None
+        for l in layers:
+            i = cands.index(bits[l])
+            if i + 1 >= len(cands):
+                continue
+            nb = dict(bits, **{l: cands[i + 1]})
+            saved = current - total(nb)
+            if saved <= 0:
+                continue
+            added = (errors[l][cands[i + 1]] - errors[l][bits[l]]) * sens.get(l, 1.0)
+            score = saved / max(added, 1e-12)
+            if best_score is None or score > best_score:
+                best, best_score = l, score
+        if best is None:
+            break
+        i = cands.index(bits[best])
+        steps.append((best, bits[best], cands[i + 1]))
+        bits[best] = cands[i + 1]
+        current = total(bits)
+    return {"bits": bits, "bops": current, "bops_max": total_max,
+            "ratio": current / total_max if total_max else 1.0, "met": current <= target,
+            "errors": errors, "steps": steps}
+
+
+def apply_bits(model, bits, power_of_two: bool = False):
+    """A copy of a (stripped or plain) tf_keras model with each layer's kernel fake-quantized to
+    its bit width (`bits`: int or {layer: int}; layers not named are left float). Use it to
+    measure the accuracy of a `select_bits` choice; zeros stay zero."""
+    import tf_keras as keras
+    from npas_keras.compat import check_model
+    check_model(model)
+    from npas_keras.export.converter import _has_wrappers
+    if _has_wrappers(model):
+        from npas_keras.pruning import strip
+        model = strip(model, verbose=False)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for layer in _iter(clone):
+        kind = type(layer).__name__
+        attr = _KERNEL.get(kind)
+        b = bits.get(layer.name) if isinstance(bits, Mapping) else bits
+        if attr is None or b is None or not hasattr(layer, attr):
+            continue
+        var = getattr(layer, attr)
+        var.assign(fake_quantize(var.numpy(), int(b), depthwise=kind == "DepthwiseConv2D",
+                                 power_of_two=power_of_two))
+    for attr in ("npas_schemes",):
+        if hasattr(model, attr):
+            setattr(clone, attr, getattr(model, attr))
+    return clone

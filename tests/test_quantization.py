@@ -1,0 +1,125 @@
+"""npas_keras.quantization: BOPs (hand-computed), mixed-precision selection, fake quantization,
+pruning-preserving QAT."""
+import numpy as np
+import pytest
+
+import tf_keras as keras
+
+from npas_keras import quantization as q
+
+
+def _model():
+    inp = keras.Input((5, 5, 2))
+    x = keras.layers.Conv2D(4, 3, padding="valid", name="conv")(inp)   # 3x3 output positions
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(3, name="fc")(x)                          # 36 -> 3
+    m = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    k, b = m.get_layer("conv").get_weights()
+    k = rng.normal(size=k.shape).astype(np.float32)
+    k[:, :, 1, :] = 0                          # half of the 72 conv weights pruned -> 36 kept
+    m.get_layer("conv").set_weights([k, b])
+    k2, b2 = m.get_layer("fc").get_weights()
+    k2 = rng.normal(size=k2.shape).astype(np.float32)
+    k2[:10, :] = 0                             # 30 of 108 pruned -> 78 kept
+    m.get_layer("fc").set_weights([k2, b2])
+    return m
+
+
+def test_bops_hand_computed():
+    m = _model()
+    r = q.bops(m, bits=8)
+    by = {row["layer"]: row for row in r["layers"]}
+    assert by["conv"]["macs"] == 9 * 36      # positions x kept weights
+    assert by["fc"]["macs"] == 78
+    assert by["conv"]["bops"] == 9 * 36 * 8 * 8
+    assert r["total"] == (9 * 36 + 78) * 64
+    r4 = q.bops(m, bits={"fc": 4, "conv": (4, 4)})
+    by4 = {row["layer"]: row for row in r4["layers"]}
+    assert by4["fc"]["bops"] == 78 * 4 * 8 and by4["conv"]["bops"] == 324 * 16
+    rows = [{"layer": "a", "macs_pruned": 10}, {"layer": "b", "macs": 5}, {"layer": "c",
+                                                                            "macs_pruned": None}]
+    r = q.bops(rows, bits=(2, 3))
+    assert r["total"] == 10 * 6 + 5 * 6 and r["layers"][2]["bops"] is None
+    with pytest.raises(ValueError):
+        q.bops(rows, bits=0)
+    with pytest.raises(ValueError):
+        q.bops([{"macs": 3}])
+
+
+def test_summary_table():
+    lines = []
+    rows = q.summary(_model(), bits={"fc": 4}, print_fn=lines.append)
+    assert {r["layer"]: r["w_bits"] for r in rows} == {"conv": 8, "fc": 4}
+    assert any("total BOPs" in l for l in lines)
+
+
+def test_fake_quantize_keeps_zeros_and_levels():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(3, 3, 8, 6)).astype(np.float32)
+    w[w < 0.2] = 0
+    for bits in (8, 4):
+        fq = q.fake_quantize(w, bits)
+        assert np.all(fq[w == 0] == 0)
+        m = fq.reshape(-1, 6)
+        scale = np.abs(w.reshape(-1, 6)).max(0) / (2 ** (bits - 1) - 1)
+        lv = m / scale
+        assert np.allclose(lv, np.round(lv), atol=1e-3)
+        assert np.abs(lv).max() <= 2 ** (bits - 1) - 1 + 1e-3
+    p2 = q.fake_quantize(w, 4, power_of_two=True).reshape(-1, 6)
+    for c in range(6):
+        nz = np.abs(p2[:, c][p2[:, c] != 0])
+        step = nz.min()
+        assert np.isclose(np.log2(step) % 1, 0) or np.allclose(nz / 2 ** np.floor(np.log2(step)),
+                                                               np.round(nz / 2 ** np.floor(np.log2(step))))
+    with pytest.raises(ValueError):
+        q.fake_quantize(w, 1)
+
+
+def test_select_bits_meets_budget():
+    m = _model()
+    full = q.bops(m, 8)["total"]
+    # conv: 324 MACs, fc: 78 MACs. Budget 0.7 -> only lowering conv (saves 324*32) reaches it.
+    r = q.select_bits(m, budget=0.7)
+    assert r["met"] and r["bops"] <= 0.7 * full
+    assert r["bits"] == {"conv": 4, "fc": 8}
+    assert r["bops"] == 324 * 32 + 78 * 64
+    r = q.select_bits(m, budget=0.5)
+    assert r["bits"] == {"conv": 4, "fc": 4} and r["met"]
+    r = q.select_bits(m, budget=1.0)
+    assert r["bits"] == {"conv": 8, "fc": 8} and r["steps"] == []
+    # rows only: no weights, errors by bit count
+    r = q.select_bits(q.bops(m, 8)["layers"] and
+                      [{"layer": "a", "macs_pruned": 100}, {"layer": "b", "macs_pruned": 10}],
+                      budget=0.6)
+    assert r["bits"]["a"] == 4
+    with pytest.raises(ValueError):
+        q.select_bits(m, budget=0)
+
+
+def test_apply_bits_simulates():
+    m = _model()
+    x = np.random.default_rng(2).normal(size=(4, 5, 5, 2)).astype(np.float32)
+    m4 = q.apply_bits(m, {"conv": 4})
+    k = m.get_layer("conv").get_weights()[0]
+    k4 = m4.get_layer("conv").get_weights()[0]
+    assert np.all(k4[k == 0] == 0) and not np.allclose(k4, k)
+    assert np.allclose(m4.get_layer("fc").get_weights()[0], m.get_layer("fc").get_weights()[0])
+    y, y4 = m.predict(x, verbose=0), m4.predict(x, verbose=0)
+    assert np.abs(y - y4).max() < 0.5 * np.abs(y).max()
+
+
+def test_prune_preserving_qat_keeps_zeros():
+    import npas_keras
+    from npas_keras.schemes import Scheme
+    inp = keras.Input((16,))
+    out = keras.layers.Dense(8, name="d")(keras.layers.Dense(32, activation="relu", name="h")(inp))
+    model = keras.Model(inp, out)
+    pm = npas_keras.prune(model, Scheme("unstructured", rate=0.5), verbose=False)
+    qat = q.prune_preserving_qat(pm)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(64, 16)).astype(np.float32), rng.normal(size=(64, 8)).astype(np.float32)
+    qat.compile("adam", "mse")
+    qat.fit(x, y, epochs=1, verbose=0)
+    kernels = [v.numpy() for v in qat.weights if v.name.endswith("kernel:0")]
+    assert kernels and all(np.mean(k == 0) >= 0.45 for k in kernels)
