@@ -191,26 +191,31 @@ def constant_array(model, raw, tensor):
     return np.frombuffer(data.tobytes(), dtype=dtype).reshape(shape)
 
 
-def has_npas_custom_ops(model_bytes, strict: bool = False) -> bool:
-    """True when the model (bytes or a path) contains NPAS custom ops, which only run through the
-    npas delegate. Cheap: reads the operator-code table only. Unparseable input gives False, or
-    ValueError with `strict=True`."""
+def npas_custom_op_names(model_bytes) -> list:
+    """Sorted names of the NPAS custom ops a model (bytes or a path) uses; ValueError if the file
+    is not a readable TFLite model. Cheap: reads the operator-code table only."""
+    data = read_bytes(model_bytes)
+    _check_identifier(data)
     try:
-        data = read_bytes(model_bytes)
-        _check_identifier(data)
         m = schema.Model.GetRootAs(data, 0)
+        names = set()
         for i in range(m.OperatorCodesLength()):
             cc = m.OperatorCodes(i).CustomCode()
             if cc is not None and fmt.is_npas_custom_name(cc):
-                return True
-        return False
+                names.add(cc.decode("utf-8", "replace") if isinstance(cc, bytes) else str(cc))
+        return sorted(names)
+    except Exception as exc:  # garbage in the flatbuffer
+        raise ValueError(f"corrupt TFLite model ({type(exc).__name__}: {exc})") from None
+
+
+def has_npas_custom_ops(model_bytes, strict: bool = False) -> bool:
+    """True when the model contains NPAS custom ops, which only run through the npas delegate.
+    Unparseable input gives False, or ValueError with `strict=True`."""
+    try:
+        return bool(npas_custom_op_names(model_bytes))
     except (ValueError, TypeError, OSError):
         if strict:
             raise
-        return False
-    except Exception as exc:  # garbage in the flatbuffer
-        if strict:
-            raise ValueError(f"corrupt TFLite model ({type(exc).__name__}: {exc})") from None
         return False
 
 

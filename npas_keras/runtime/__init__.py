@@ -167,17 +167,8 @@ def load_delegate(options=None):
 
 def npas_custom_ops(model_content: bytes) -> list:
     """Names of the NPAS custom ops (custom code starting with "Npas") used by a .tflite model."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(bytearray(model_content), 0)
-    names = set()
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i).CustomCode()
-        if code:
-            name = code.decode("utf-8", "replace") if isinstance(code, bytes) else str(code)
-            if name.startswith("Npas"):
-                names.add(name)
-    return sorted(names)
+    from npas_keras.export.flatbuffer import npas_custom_op_names
+    return npas_custom_op_names(model_content)
 
 
 def Interpreter(model_path=None, model_content=None, num_threads=1, delegate=True,
