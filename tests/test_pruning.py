@@ -35,7 +35,7 @@ def _cnn(seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, padding="same", activation="relu", name="c1"),
                              L.Conv2D(8, 3, padding="same", activation="relu", name="c2"),
-                             L.Flatten(), L.Dense(10, name="out")])
+                             L.Flatten(name="flatten"), L.Dense(10, name="out")])
 
 
 def _loss():
