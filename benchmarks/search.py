@@ -61,15 +61,19 @@ def fixed_mapping_trial(build, pretrained, mapping_fn, x, y, xt, yt, epochs, tab
     """One model: default architecture, mapping_fn(model) -> {layer: Scheme}, fine-tune."""
     from keras_tuner import HyperParameters
 
-    from npas_keras.tuner.tuner import _mask_keeper, inherit_weights, one_shot_prune
+    import npas_keras
+    from npas_keras.tuner.tuner import inherit_weights, pruned_for_fine_tune
 
     model = build(HyperParameters())
     inherit_weights(pretrained, model)
     mapping = mapping_fn(model)
-    held = one_shot_prune(model, mapping)
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[_mask_keeper(held)])
-    acc = model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
-    return float(acc), table.measure_model(model)
+    pruned = pruned_for_fine_tune(model, mapping)
+    wrapped = pruned is not model
+    pruned.fit(x, y, epochs=epochs, batch_size=64, verbose=0,
+               callbacks=npas_keras.callbacks() if wrapped else None)
+    acc = pruned.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    plain = npas_keras.strip(pruned, shrink=False) if wrapped else pruned
+    return float(acc), table.measure_model(plain)
 
 
 def main(argv=None):

@@ -7,10 +7,9 @@ import pytest
 
 keras = pytest.importorskip("tf_keras")
 
-from npas_keras.latency import (LatencyTable, LayerSpec, build_table, kernel_mask,  # noqa: E402
-                                kernel_to_matrix, machine_key, matrix_to_kernel,
-                                model_layer_specs, nonzero_weight_proxy_ms, predict, scheme_key,
-                                validate, with_density)
+from npas_keras.latency import (LatencyTable, LayerSpec, build_table, layer_kind,  # noqa: E402
+                                machine_key, model_layer_specs, nonzero_weight_proxy_ms, predict,
+                                scheme_key, scheme_masks, validate, with_density)
 from npas_keras.schemes import Scheme, satisfies  # noqa: E402
 
 
@@ -71,23 +70,45 @@ def test_layer_spec_validation_key_and_from_layer():
     assert dense.input_shape == (4 * 4 * 32,) and dense.units == 64
 
 
+def _view(layer, kernel):
+    """The layer's (only) WeightView, its variable set to `kernel`."""
+    from npas_keras.layers.views import prunable_weights
+
+    (view,) = prunable_weights(layer)
+    view.variable.assign(kernel)
+    return view
+
+
+def _built(layer, input_shape):
+    layer.build(input_shape)
+    return layer
+
+
 def test_weight_views_round_trip_and_masks_follow_the_scheme():
     rng = np.random.default_rng(0)
+    layers = {"dense": _built(keras.layers.Dense(32), (None, 48)),
+              "conv2d": _built(keras.layers.Conv2D(32, 3), (None, 8, 8, 16)),
+              "depthwise_conv2d": _built(keras.layers.DepthwiseConv2D(3, depth_multiplier=2),
+                                         (None, 8, 8, 8))}
     for kind, shape in [("dense", (48, 32)), ("conv2d", (3, 3, 16, 32)),
                         ("depthwise_conv2d", (3, 3, 8, 2))]:
         k = rng.standard_normal(shape).astype(np.float32)
-        m = kernel_to_matrix(k, kind)
-        np.testing.assert_array_equal(matrix_to_kernel(m, kind, k.shape), k)
+        view = _view(layers[kind], k)
+        assert layer_kind(layers[kind]) == kind
+        m = view.to_matrix(k)
+        np.testing.assert_array_equal(view.from_matrix(m), k)
     conv = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
-    assert kernel_to_matrix(conv, "conv2d").shape == (32, 144)
+    view = _view(layers["conv2d"], conv)
+    assert view.kernel_hw == (3, 3)
+    assert view.to_matrix(conv).shape == (32, 144)
     # column order is (ky*kw + kx)*cin + c, as the schemes expect
-    assert kernel_to_matrix(conv, "conv2d")[5, (1 * 3 + 2) * 16 + 7] == conv[1, 2, 7, 5]
+    assert view.to_matrix(conv)[5, (1 * 3 + 2) * 16 + 7] == conv[1, 2, 7, 5]
     for scheme in [Scheme("pattern", rate=0.6), Scheme("bcr", rate=0.75, block_shape=(8, 16)),
                    Scheme("block_punched", rate=0.5, block_shape=(8, 16))]:
-        mask = kernel_mask(conv, "conv2d", scheme, kernel_hw=(3, 3))
+        mask = scheme_masks(layers["conv2d"], scheme)["kernel"]
         assert mask.shape == conv.shape
-        assert satisfies(kernel_to_matrix(mask, "conv2d") > 0, scheme, kernel_hw=(3, 3))
-    assert kernel_mask(conv, "conv2d", None).min() == 1.0
+        assert satisfies(view.to_matrix(mask) > 0, scheme, kernel_hw=(3, 3))
+    assert scheme_masks(layers["conv2d"], None)["kernel"].min() == 1.0
 
 
 def test_missing_entries_are_measured_once_then_cached_per_machine(tmp_path):

@@ -4,9 +4,10 @@ import pytest
 
 keras = pytest.importorskip("tf_keras")
 
-from npas_keras.latency import (LatencyTable, LayerSpec, kernel_mask, kernel_to_matrix,  # noqa
-                                layer_kind, nonzero_weight_proxy_ms, predict)
+from npas_keras.latency import (LatencyTable, LayerSpec, layer_kind,  # noqa
+                                nonzero_weight_proxy_ms, predict, scheme_masks)
 from npas_keras.mapping import candidate_schemes, map_schemes, rule_scheme, search_schemes  # noqa
+from npas_keras.layers.views import prunable_weights  # noqa: E402
 from npas_keras.schemes import satisfies  # noqa: E402
 
 
@@ -58,8 +59,9 @@ def test_rules_follow_the_measured_table(tmp_path):
         kernel = by_name[name].kernel.numpy()
         kind = layer_kind(by_name[name])
         hw = kernel.shape[:2] if kind == "conv2d" else (1, 1)
-        mask = kernel_mask(kernel, kind, scheme, kernel_hw=hw)
-        assert satisfies(kernel_to_matrix(mask, kind) > 0, scheme, kernel_hw=hw)
+        (view,) = prunable_weights(by_name[name])
+        mask = scheme_masks(by_name[name], scheme)["kernel"]
+        assert satisfies(view.to_matrix(mask) > 0, scheme, kernel_hw=hw)
 
 
 def test_search_mapping_stays_in_budget(tmp_path):

@@ -87,7 +87,8 @@ def test_three_trial_search_on_digits_returns_exportable_model(tmp_path):
     mapping = tuner.load_mapping(trial)
     assert any(s is not None for s in mapping.values())
     by_name = {layer.name: layer for layer in model.layers}
-    from npas_keras.latency import kernel_to_matrix, layer_kind
+    from npas_keras.latency import layer_kind
+    from npas_keras.layers.views import prunable_weights
 
     for name, scheme in mapping.items():
         if scheme is None:
@@ -96,7 +97,8 @@ def test_three_trial_search_on_digits_returns_exportable_model(tmp_path):
         kind = layer_kind(layer)
         kernel = layer.kernel.numpy()
         hw = kernel.shape[:2] if kind == "conv2d" else (1, 1)
-        assert satisfies((kernel_to_matrix(kernel, kind) != 0), scheme, kernel_hw=hw), name
+        (view,) = prunable_weights(layer)
+        assert satisfies((view.to_matrix(kernel) != 0), scheme, kernel_hw=hw), name
     # exportable: converts, and the TFLite model agrees with Keras
     from ai_edge_litert.interpreter import Interpreter
 

@@ -1,4 +1,4 @@
-"""Layer specifications for latency measurement, and the GEMM weight views used to prune them.
+"""Layer specifications for latency measurement, and the scheme masks used to prune them.
 
 A `LayerSpec` is what the latency of one layer depends on: its kind, input shape, output width,
 kernel size, strides and padding (not its weights' values, only their zero structure, which the
@@ -171,70 +171,40 @@ def _is_core_kind(layer):
 
 
 def layer_kind(layer):
-    """'dense', 'conv2d', 'depthwise_conv2d', or None for layers the table does not model."""
-    import tf_keras as keras
+    """'dense', 'conv2d', 'depthwise_conv2d', or None for layers the table does not model
+    (npas_keras.layers.layer_kind, restricted to the kinds in KINDS)."""
+    from npas_keras.layers.views import layer_kind as view_kind
 
-    layer = unwrap(layer)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return "depthwise_conv2d"
-    if (isinstance(layer, keras.layers.Conv2D)
-            and not isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.SeparableConv2D))):
-        return "conv2d"
-    if isinstance(layer, keras.layers.Dense):
-        return "dense"
-    return None
+    kind = view_kind(unwrap(layer))
+    return kind if kind in KINDS else None
 
 
-# -- weight views (DESIGN.md "Weight views") ---------------------------------------------------
-def kernel_to_matrix(kernel, kind):
-    """W[out, red] view of a kernel: Dense [in,out] -> [out,in]; Conv2D [kh,kw,cin,cout] ->
-    [cout, kh*kw*cin]; DepthwiseConv2D [kh,kw,c,m] -> [c*m, kh*kw]."""
-    kernel = np.asarray(kernel)
-    if kind == "dense":
-        return kernel.reshape(-1, kernel.shape[-1]).T
-    if kind == "conv2d":
-        return kernel.reshape(-1, kernel.shape[-1]).T
-    if kind == "depthwise_conv2d":
-        kh, kw, c, m = kernel.shape
-        return kernel.reshape(kh * kw, c * m).T
-    raise ValueError(f"unknown layer kind {kind!r}")
+# -- masks on the weight views (npas_keras.layers.views, DESIGN.md "Weight views") -------------
+def scheme_masks(layer, scheme):
+    """{weight name: 0/1 float32 mask in the weight's shape} that `scheme` gives `layer`'s
+    prunable weights by magnitude (all ones for scheme None), computed by
+    npas_keras.schemes.compute_mask on each WeightView's GEMM matrix, as npas_keras.prune does."""
+    from npas_keras.layers.views import prunable_weights
 
+    out = {}
+    for view in prunable_weights(unwrap(layer)):
+        kernel = view.variable.numpy()
+        if scheme is None:
+            out[view.name] = np.ones(kernel.shape, np.float32)
+            continue
+        from npas_keras import schemes
 
-def matrix_to_kernel(matrix, kind, kernel_shape):
-    """Inverse of kernel_to_matrix."""
-    matrix = np.asarray(matrix)
-    if kind in ("dense", "conv2d"):
-        return matrix.T.reshape(kernel_shape)
-    if kind == "depthwise_conv2d":
-        return matrix.T.reshape(kernel_shape)
-    raise ValueError(f"unknown layer kind {kind!r}")
-
-
-def kernel_mask(kernel, kind, scheme, kernel_hw=(1, 1)):
-    """The 0/1 mask (kernel-shaped, float32) that `scheme` gives this kernel (by magnitude).
-
-    `scheme` None means dense (all ones). Uses npas_keras.schemes.compute_mask on the GEMM view.
-    """
-    kernel = np.asarray(kernel, dtype=np.float32)
-    if scheme is None:
-        return np.ones_like(kernel)
-    from npas_keras import schemes
-
-    matrix = kernel_to_matrix(kernel, kind)
-    mask = np.asarray(schemes.compute_mask(matrix, scheme, kernel_hw=tuple(kernel_hw)),
-                      dtype=np.float32)
-    if mask.shape != matrix.shape:
-        raise ValueError(f"compute_mask returned shape {mask.shape}, expected {matrix.shape}")
-    return matrix_to_kernel(mask, kind, kernel.shape)
+        mask = schemes.compute_mask(view.to_matrix(kernel), schemes.get_scheme(scheme),
+                                    kernel_hw=view.kernel_hw)
+        out[view.name] = view.from_matrix(np.asarray(mask, dtype=np.float32))
+    return out
 
 
 def prune_layer_weights(layer, scheme):
-    """Zeroes `layer`'s kernel in place by `scheme`; returns the kernel-shaped mask."""
-    inner = unwrap(layer)
-    kind = layer_kind(inner)
-    kernel_var = inner.depthwise_kernel if kind == "depthwise_conv2d" else inner.kernel
-    kernel = kernel_var.numpy()
-    hw = tuple(kernel.shape[:2]) if kind in ("conv2d", "depthwise_conv2d") else (1, 1)
-    mask = kernel_mask(kernel, kind, scheme, kernel_hw=hw)
-    kernel_var.assign(kernel * mask)
-    return mask
+    """Zeroes `layer`'s prunable weights in place by `scheme`; returns scheme_masks()."""
+    from npas_keras.layers.views import prunable_weights
+
+    masks = scheme_masks(layer, scheme)
+    for view in prunable_weights(unwrap(layer)):
+        view.variable.assign(view.variable.numpy() * masks[view.name])
+    return masks

@@ -11,22 +11,23 @@ import tempfile
 import numpy as np
 
 from npas_keras.latency.predictor import model_layer_specs, predict
-from npas_keras.latency.specs import kernel_mask, layer_kind, unwrap
+from npas_keras.latency.specs import scheme_masks, unwrap
 from npas_keras.mapping.rules import DEFAULT_BLOCK_SHAPES
 
 
 def energy_kept(model, mapping):
     """Fraction of the prunable weights' squared magnitude that `mapping`'s masks keep."""
-    by_name = {layer.name: unwrap(layer) for layer in model.layers}
+    from npas_keras.layers.views import prunable_weights
+
+    by_name = {layer.name: layer for layer in model.layers}
     total = kept = 0.0
     for name, scheme in mapping.items():
         layer = by_name[name]
-        kind = layer_kind(layer)
-        kernel = (layer.depthwise_kernel if kind == "depthwise_conv2d" else layer.kernel).numpy()
-        hw = kernel.shape[:2] if kind != "dense" else (1, 1)
-        e = np.square(kernel)
-        total += float(e.sum())
-        kept += float((e * kernel_mask(kernel, kind, scheme, kernel_hw=hw)).sum())
+        masks = scheme_masks(layer, scheme)
+        for view in prunable_weights(unwrap(layer)):
+            e = np.square(view.variable.numpy())
+            total += float(e.sum())
+            kept += float((e * masks[view.name]).sum())
     return kept / max(total, 1e-30)
 
 

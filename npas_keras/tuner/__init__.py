@@ -3,15 +3,15 @@
 
     tuner = NPASTuner(build_fn, objective="val_accuracy", latency_budget_ms=2.0, max_trials=40)
     tuner.search(x, y, validation_data=(xv, yv))
-    best = tuner.get_best_models()[0]     # pruned tf_keras model, ready for strip / export
+    best = tuner.get_best_models()[0]     # plain tf_keras model with the zeros, ready for export
 """
 from npas_keras.tuner.oracle import NPASOracle, acquisition_scores, fit_gp
 from npas_keras.tuner.policy import CategoricalPolicy
 from npas_keras.tuner.space import (SpaceEncoder, apply_operator, discrete_values, operator,
                                     width)
-from npas_keras.tuner.tuner import (NPASHyperModel, NPASTuner, inherit_weights, one_shot_prune,
-                                    scheme_hp_name)
+from npas_keras.tuner.tuner import (NPASHyperModel, NPASTuner, inherit_weights,
+                                    pruned_for_fine_tune, scheme_hp_name)
 
 __all__ = ["CategoricalPolicy", "NPASHyperModel", "NPASOracle", "NPASTuner", "SpaceEncoder",
            "acquisition_scores", "apply_operator", "discrete_values", "fit_gp",
-           "inherit_weights", "one_shot_prune", "operator", "scheme_hp_name", "width"]
+           "inherit_weights", "operator", "pruned_for_fine_tune", "scheme_hp_name", "width"]

@@ -2,7 +2,8 @@
 
 A trial: build the (dense) candidate from the user's build function, inherit weights from a
 pre-trained dense model when given, prune it one-shot with the trial's per-layer schemes
-(magnitude masks from npas_keras.schemes), fine-tune briefly with the masks held, then report
+(npas_keras.prune with a {layer: Scheme | None} mapping), fine-tune briefly with
+npas_keras.callbacks() holding the masks, strip it (npas_keras.strip, shrink=False), then report
 the objective, the *measured* latency of the exported TFLite model and whether it fits the
 budget. The model kept for each trial is a plain tf_keras model whose kernels carry the scheme's
 zeros, ready for npas_keras.strip / npas_keras.export.
@@ -19,7 +20,7 @@ from keras_tuner.src.engine import hypermodel as hm_module
 from keras_tuner.src.engine import trial as trial_module
 
 from npas_keras.latency.predictor import model_layer_specs
-from npas_keras.latency.specs import layer_kind, prune_layer_weights, unwrap
+from npas_keras.latency.specs import unwrap
 from npas_keras.tuner.oracle import LATENCY_METRIC, NPASOracle
 
 DEFAULT_SCHEMES = ("dense", "block_punched", "bcr", "pattern")
@@ -179,43 +180,43 @@ def inherit_weights(source, target):
     return count
 
 
-def one_shot_prune(model, mapping):
-    """Applies each layer's scheme to its kernel (magnitude masks); returns [(variable, mask)]."""
-    held = []
-    by_name = {layer.name: layer for layer in model.layers}
-    for name, scheme in mapping.items():
-        if scheme is None or name not in by_name:
-            continue
-        layer = by_name[name]
-        mask = prune_layer_weights(layer, scheme)
-        inner = unwrap(layer)
-        var = inner.depthwise_kernel if layer_kind(inner) == "depthwise_conv2d" else inner.kernel
-        held.append((var, mask.astype(np.float32)))
-    return held
-
-
-def _mask_keeper(held):
+def pruned_for_fine_tune(model, mapping):
+    """npas_keras.prune(model, mapping) (one-shot magnitude masks, kept fixed by
+    npas_keras.callbacks() during fit), compiled with `model`'s loss / metrics / optimizer config,
+    or the tuner's default (Adam 1e-3, sparse categorical cross-entropy, accuracy) when `model`
+    is not compiled. Returns `model` itself (compiled) when the mapping prunes no layer."""
     import tf_keras as keras
 
-    class KeepMasks(keras.callbacks.Callback):
-        """Re-applies the masks after every batch so fine-tuning keeps the scheme's zeros."""
+    import npas_keras
 
-        def on_train_batch_end(self, batch, logs=None):
-            for var, mask in held:
-                var.assign(var * mask)
+    compiled = model.optimizer is not None and getattr(model, "compiled_loss", None)
+    if compiled:
+        args = model._get_compile_args()
+        opt = model.optimizer
+        args["optimizer"] = type(opt).from_config(opt.get_config())
+    else:
+        args = {"optimizer": keras.optimizers.Adam(1e-3),
+                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    if not any(s is not None for s in mapping.values()):
+        if not compiled:
+            model.compile(**args)
+        return model
+    pruned = npas_keras.prune(model, mapping, verbose=False)
+    pruned.compile(**args)
+    return pruned
 
-    return KeepMasks()
 
+def _density(model, names):
+    """Fraction of nonzero entries in the prunable weights of the layers `names`."""
+    from npas_keras.layers.views import prunable_weights
 
-def weight_density(model, mapping):
-    total = kept = 0
     by_name = {layer.name: layer for layer in model.layers}
-    for name in mapping:
-        inner = unwrap(by_name[name])
-        var = inner.depthwise_kernel if layer_kind(inner) == "depthwise_conv2d" else inner.kernel
-        w = var.numpy()
-        total += w.size
-        kept += int(np.count_nonzero(w))
+    total = kept = 0
+    for name in names:
+        for view in prunable_weights(unwrap(by_name[name])):
+            w = view.variable.numpy()
+            total += w.size
+            kept += int(np.count_nonzero(w))
     return kept / max(total, 1)
 
 
@@ -281,8 +282,7 @@ class NPASTuner(base_tuner.BaseTuner):
     # -- a trial ---------------------------------------------------------------------------------
     def run_trial(self, trial, x=None, y=None, validation_data=None, epochs=None,
                   batch_size=None, callbacks=None, **fit_kwargs):
-        import tf_keras as keras
-
+        import npas_keras
         from npas_keras.latency.measure import to_tflite
 
         fit_kwargs.pop("verbose", None)  # the tuner's own fit_verbose decides
@@ -291,16 +291,16 @@ class NPASTuner(base_tuner.BaseTuner):
         if self.pretrained is not None:
             inherit_weights(self.pretrained, model)
         mapping = self.hypermodel.mapping(model, hp.values)
-        held = one_shot_prune(model, mapping)
-        if model.optimizer is None or not getattr(model, "compiled_loss", None):
-            model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        built = model
+        model = pruned_for_fine_tune(built, mapping)
+        wrapped = model is not built
         epochs = self.fine_tune_epochs if epochs is None else int(epochs)
         metrics = {}
         if epochs > 0:
             history = model.fit(x, y, validation_data=validation_data, epochs=epochs,
                                 batch_size=batch_size or self.batch_size,
-                                callbacks=[_mask_keeper(held)] + list(callbacks or []),
+                                callbacks=(list(npas_keras.callbacks()) if wrapped else [])
+                                + list(callbacks or []),
                                 verbose=self.fit_verbose, **fit_kwargs)
             metrics = {k: float(v[-1]) for k, v in history.history.items()}
         objective = self.oracle.objective.name
@@ -311,9 +311,11 @@ class NPASTuner(base_tuner.BaseTuner):
             if objective not in metrics and x is not None:
                 ev = model.evaluate(x, y, verbose=0, return_dict=True)
                 metrics.update({k: float(v) for k, v in ev.items() if k not in metrics})
+        if wrapped:
+            model = npas_keras.strip(model, shrink=False)
         latency = float(self.latency_fn(to_tflite(model)))
         metrics[LATENCY_METRIC] = latency
-        metrics["density"] = weight_density(model, mapping) if mapping else 1.0
+        metrics["density"] = _density(model, mapping) if mapping else 1.0
         metrics["feasible"] = float(self.latency_budget_ms is None
                                     or latency <= self.latency_budget_ms)
         self.save_model(trial.trial_id, model)
