@@ -119,6 +119,21 @@ bool CheckStridesDilation(LayerSpec* spec, std::string* reason, std::string* mes
   return true;
 }
 
+// Activation, padding, strides and dilation: the fields CONV_2D and DEPTHWISE_CONV_2D share.
+template <typename Params>
+bool ReadSpatialParams(const Params* p, const char* op, LayerSpec* spec, std::string* reason,
+                       std::string* message) {
+  if (p == nullptr) DECLINE("bad_params", std::string("missing ") + op + " params");
+  if (!SetActivation(p->activation, spec))
+    DECLINE("unsupported_activation", "unsupported fused activation");
+  spec->padding = p->padding;
+  spec->stride_h = p->stride_height;
+  spec->stride_w = p->stride_width;
+  spec->dil_h = p->dilation_height_factor;
+  spec->dil_w = p->dilation_width_factor;
+  return CheckStridesDilation(spec, reason, message);
+}
+
 const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
   if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr)
     return nullptr;
@@ -328,15 +343,7 @@ bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLite
     spec->op = OpKind::kConv2D;
     spec->op_name = "CONV_2D";
     auto* p = static_cast<const TfLiteConvParams*>(node->builtin_data);
-    if (p == nullptr) DECLINE("bad_params", "missing CONV_2D params");
-    if (!SetActivation(p->activation, spec))
-      DECLINE("unsupported_activation", "unsupported fused activation");
-    spec->padding = p->padding;
-    spec->stride_h = p->stride_height;
-    spec->stride_w = p->stride_width;
-    spec->dil_h = p->dilation_height_factor;
-    spec->dil_w = p->dilation_width_factor;
-    if (!CheckStridesDilation(spec, reason, message)) return false;
+    if (!ReadSpatialParams(p, "CONV_2D", spec, reason, message)) return false;
     if (node->inputs == nullptr || node->inputs->size < 2)
       DECLINE("unsupported_signature", "CONV_2D needs input and filter");
     if (!CheckTensors(ctx, node, 1, 2, spec, reason, message)) return false;
@@ -359,15 +366,7 @@ bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLite
     spec->op = OpKind::kDepthwiseConv2D;
     spec->op_name = "DEPTHWISE_CONV_2D";
     auto* p = static_cast<const TfLiteDepthwiseConvParams*>(node->builtin_data);
-    if (p == nullptr) DECLINE("bad_params", "missing DEPTHWISE_CONV_2D params");
-    if (!SetActivation(p->activation, spec))
-      DECLINE("unsupported_activation", "unsupported fused activation");
-    spec->padding = p->padding;
-    spec->stride_h = p->stride_height;
-    spec->stride_w = p->stride_width;
-    spec->dil_h = p->dilation_height_factor;
-    spec->dil_w = p->dilation_width_factor;
-    if (!CheckStridesDilation(spec, reason, message)) return false;
+    if (!ReadSpatialParams(p, "DEPTHWISE_CONV_2D", spec, reason, message)) return false;
     if (node->inputs == nullptr || node->inputs->size < 2)
       DECLINE("unsupported_signature", "DEPTHWISE_CONV_2D needs input and filter");
     if (!CheckTensors(ctx, node, 1, 2, spec, reason, message)) return false;
