@@ -942,14 +942,29 @@ def _report_args(p):
     `npas inspect --json`, benchmarks/ scripts or a search (a list of trials with accuracy and
     latency_ms), and writes PNG figures plus report.html (images embedded) into the output
     directory."""
-    p.add_argument("inputs", nargs="+", type=_existing_file, help="JSON result files")
+    p.add_argument("inputs", nargs="*", type=_existing_file, help="JSON result files")
     p.add_argument("-o", "--output", default="npas-report", metavar="DIR",
                    help="output directory (default ./npas-report)")
     p.add_argument("--title", default="npas-keras report", help="page title")
+    p.add_argument("--masks", metavar="DIR",
+                   help="also draw every pruning scheme's mask on a random matrix to "
+                        "DIR/scheme_masks.png (the picture in docs/schemes.md: "
+                        "`npas report --masks docs/images`); no JSON inputs needed")
     return _run_report
 
 
 def _run_report(args) -> int:
+    if not args.inputs and not args.masks:
+        raise UsageError("JSON result files are required (or --masks DIR alone, to draw the "
+                         "scheme masks); run `npas report --help` to see the options")
+    if args.masks:
+        from npas_keras.report import plot_masks
+        from npas_keras.report.masks import MASKS_FILENAME
+        os.makedirs(args.masks, exist_ok=True)
+        result = plot_masks(os.path.join(args.masks, MASKS_FILENAME))
+        print(f"wrote {result['path']}")
+        if not args.inputs:
+            return 0
     from npas_keras.report import build_report
     bar = Progress(len(args.inputs), "report")
 
@@ -981,6 +996,175 @@ def _latency_args(p):
     npas delegate (see npas_keras.latency). `npas latency ACTION --help` for each action."""
     from npas_keras.latency.cli import add_arguments
     return add_arguments(p)
+
+
+@subcommand("search", "joint architecture + per-layer pruning search (NPASTuner) on a dataset",
+            requires="npas_keras.tuner")
+def _search_args(p):
+    """Searches a small CNN's width, one operator slot and each layer's pruning scheme / rate
+    with npas_keras.tuner.NPASTuner on a dataset on this machine, under a latency budget
+    measured on this machine (through the npas delegate when it is built). A dense model is
+    trained first; every trial inherits its weights, is pruned one-shot and fine-tuned briefly.
+    Writes DIR/search.json (one row per trial: accuracy, latency_ms, feasible; ready for
+    `npas report DIR/search.json`) and the best feasible model as DIR/best.tflite."""
+    p.add_argument("--dataset", type=_dataset, default="auto",
+                   help="auto (Fashion-MNIST if installed, else digits), fashion_mnist, digits")
+    p.add_argument("--trials", type=_positive_int, default=10, help="trials (default 10)")
+    p.add_argument("--epochs", type=_positive_int, default=1,
+                   help="epochs of dense training and of each trial's fine-tune (default 1)")
+    p.add_argument("--budget-ms", type=float, default=None, metavar="MS",
+                   help="latency budget per batch-1 inference (default: --budget-fraction of "
+                        "the measured dense model's latency)")
+    p.add_argument("--budget-fraction", type=float, default=0.5, metavar="F",
+                   help="budget as a fraction of the dense latency when --budget-ms is not "
+                        "given (default 0.5)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="inference threads for latency measurements (default 1)")
+    p.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N training images (default: all)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    p.add_argument("--latency-table", metavar="PATH", default=None,
+                   help="latency cache JSON (default: the shared per-machine cache)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", default="npas-search-out",
+                   help="output directory: search.json, best.tflite, tuner state "
+                        "(default ./npas-search-out)")
+    return _run_search
+
+
+def search_build_fn(input_shape, num_classes: int = 10):
+    """An hp -> tf_keras CNN build function for NPASTuner: a searched width multiplier on every
+    layer (npas_keras.tuner.width) and a searched operator for the second block."""
+    from npas_keras.tuner import apply_operator, operator, width
+
+    def build(hp):
+        import tf_keras as keras
+        inputs = keras.Input(tuple(input_shape))
+        x = keras.layers.Conv2D(width(hp, 16), 3, padding="same", activation="relu",
+                                name="conv1")(inputs)
+        if input_shape[0] >= 16:
+            x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+        x = apply_operator(x, operator(hp, "block2", ("conv3x3", "dwsep3x3")), width(hp, 32),
+                           name="block2")
+        x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(width(hp, 64), activation="relu", name="fc1")(x)
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
+        model = keras.Model(inputs, outputs, name="search_cnn")
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+    return build
+
+
+def _run_search(args) -> int:
+    from npas_keras import data
+
+    if args.budget_ms is not None and not args.budget_ms > 0:
+        raise UsageError(f"--budget-ms must be positive, got {args.budget_ms}")
+    if not 0 < args.budget_fraction:
+        raise UsageError(f"--budget-fraction must be positive, got {args.budget_fraction}")
+    dataset = data.default_dataset_name() if args.dataset == "auto" else args.dataset
+    (x, y), (xt, yt) = data.load(dataset)
+    if args.train_samples:
+        x, y = x[:args.train_samples], y[:args.train_samples]
+    os.makedirs(args.out, exist_ok=True)
+    _log(f"dataset {dataset}: {len(x)} train / {len(xt)} validation images {x.shape[1:]}; "
+         f"{args.trials} trial(s), {args.epochs} epoch(s) each")
+
+    import tensorflow as tf
+    import tf_keras as keras
+    from keras_tuner import HyperParameters
+    NPASTuner = _api_from("npas_keras.tuner", "NPASTuner")
+    from npas_keras.latency import LatencyTable, delegate_available
+    tf.random.set_seed(args.seed)
+    keras.utils.set_random_seed(args.seed)
+
+    build = search_build_fn(x.shape[1:], int(max(y.max(), yt.max())) + 1)
+    dense = build(HyperParameters())
+    _log(f"training the dense model ({dense.count_params()} parameters) for {args.epochs} "
+         "epoch(s)")
+    dense.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    dense_acc = float(dense.evaluate(xt, yt, verbose=0)[1])
+    table = LatencyTable(path=args.latency_table, threads=args.threads)
+    runtime = "npas delegate" if delegate_available() else "stock LiteRT (delegate not built)"
+    dense_ms = float(table.measure_model(dense))
+    budget = args.budget_ms if args.budget_ms is not None else args.budget_fraction * dense_ms
+    _log(f"dense model: accuracy {dense_acc:.4f}, {dense_ms:.4f} ms ({runtime}, "
+         f"{args.threads} thread(s)); budget {budget:.4f} ms")
+
+    class _ProgressTuner(NPASTuner):
+        def on_trial_begin(self, trial):
+            super().on_trial_begin(trial)
+            self._t0 = time.perf_counter()
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            m = trial.metrics
+            get = (lambda k: m.get_last_value(k) if m.exists(k) else None)
+            acc, lat = get("val_accuracy"), get("latency_ms")
+            done = len(self.oracle.trials)
+            _log(f"trial {done}/{args.trials} ({trial.trial_id}): "
+                 f"val_accuracy {'-' if acc is None else f'{acc:.4f}'}, latency "
+                 f"{'-' if lat is None else f'{lat:.4f}'} ms, "
+                 f"{'feasible' if self._trial_feasible(trial) else 'over budget'}, "
+                 f"{time.perf_counter() - getattr(self, '_t0', time.perf_counter()):.1f}s")
+
+    tuner = _ProgressTuner(build, objective="val_accuracy", latency_budget_ms=budget,
+                           max_trials=args.trials, pretrained=dense,
+                           fine_tune_epochs=args.epochs, batch_size=args.batch_size,
+                           latency_table=table, threads=args.threads, seed=args.seed,
+                           directory=args.out, project_name="tuner", overwrite=True,
+                           oracle_kwargs={"pool_size": 16, "gp_restarts": 0})
+    tuner.search(x, y, validation_data=(xt, yt), verbose=0)
+
+    trials = []
+    by_id = dict(tuner.oracle.trials)
+    for r in tuner.results():
+        t = by_id.get(r["trial_id"])
+        density = (t.metrics.get_last_value("density")
+                   if t is not None and t.metrics.exists("density") else None)
+        trials.append({"name": f"trial {r['trial_id']}", "trial_id": r["trial_id"],
+                       "accuracy": r["score"], "latency_ms": r["latency_ms"],
+                       "feasible": bool(r["feasible"]), "density": density,
+                       "status": str(r["status"]), "values": r["values"]})
+    best_trials = tuner.get_best_trials(1)
+    feasible = bool(best_trials)
+    if not best_trials:
+        best_trials = tuner.get_best_trials(1, feasible_only=False)
+    best = None
+    if best_trials:
+        trial = best_trials[0]
+        model = tuner.load_model(trial)
+        best_path = os.path.join(args.out, "best.tflite")
+        _api("export")(model, best_path, format="standard")
+        mapping = tuner.load_mapping(trial)
+        best = {"trial_id": trial.trial_id, "accuracy": trial.score, "feasible": feasible,
+                "latency_ms": next((r["latency_ms"] for r in trials
+                                    if r["trial_id"] == trial.trial_id), None),
+                "file": best_path, "size_bytes": os.path.getsize(best_path),
+                "values": dict(trial.hyperparameters.values),
+                "mapping": {k: (None if v is None else v.to_json()) for k, v in mapping.items()}}
+        if not feasible:
+            _log("no trial met the latency budget; best.tflite is the most accurate one")
+    result = {"kind": "npas-search", "dataset": dataset, "train_samples": int(len(x)),
+              "validation_samples": int(len(xt)), "epochs": args.epochs,
+              "threads": args.threads, "runtime": runtime, "budget_ms": budget,
+              "dense_latency_ms": dense_ms, "dense_accuracy": dense_acc, "trials": trials,
+              "best": best, "machine": _machine()}
+    out_json = os.path.join(args.out, "search.json")
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=2, default=_json_default)
+    print(format_table([dict(r, feasible="yes" if r["feasible"] else "no") for r in trials],
+                       [("trial_id", "trial"), ("accuracy", "val accuracy"),
+                        ("latency_ms", "latency ms"), ("density", "density"),
+                        ("feasible", "within budget")]))
+    print(f"dense: accuracy {dense_acc:.4f}, latency {dense_ms:.4f} ms; budget {budget:.4f} ms")
+    if best:
+        print(f"best: trial {best['trial_id']}, accuracy {best['accuracy']:.4f}, latency "
+              f"{best['latency_ms']:.4f} ms -> {best['file']}")
+    print(f"results: {out_json}  (make a report: npas report {out_json} -o {args.out}/report)")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

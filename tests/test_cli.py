@@ -336,3 +336,77 @@ def test_bench_npas_format_with_baseline(demo_run, tmp_path, capsys):
     assert code == 0, err
     case = json.loads((tmp_path / "b.json").read_text())["cases"][0]
     assert case["max_abs_err"] < 1e-3 and case["npas_ms"] > 0
+
+
+# ---------------------------------------------------------------------------- report --masks
+
+def test_report_masks_writes_the_docs_picture(tmp_path, capsys):
+    code, out, err = call(capsys, "report", "--masks", str(tmp_path / "img"))
+    assert code == 0, err
+    png = tmp_path / "img" / "scheme_masks.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in out
+    code, _, err = call(capsys, "report")  # neither JSON inputs nor --masks
+    assert code == 2 and "--masks" in err
+
+
+# ---------------------------------------------------------------------------- search
+
+def test_search_help_lists_its_options(capsys):
+    if "search" not in [c.name for c in cli.available_commands()]:
+        pytest.skip("npas_keras.tuner not present")
+    code, out, _ = call(capsys, "search", "--help")
+    assert code == 0
+    for opt in ("--trials", "--epochs", "--budget-ms", "--budget-fraction", "--threads",
+                "--out", "--dataset"):
+        assert opt in out
+
+
+def test_search_end_to_end_on_digits(tmp_path, capsys):
+    pytest.importorskip("keras_tuner")
+    if "search" not in [c.name for c in cli.available_commands()]:
+        pytest.skip("npas_keras.tuner not present")
+    out = tmp_path / "search"
+    t0 = time.perf_counter()
+    r = run_npas("search", "--dataset", "digits", "--trials", "2", "--epochs", "1",
+                 "--out", str(out), "--latency-table", str(tmp_path / "lat.json"), timeout=300)
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    # progress per trial on stderr
+    assert len(re.findall(r"trial \d/2 ", r.stderr)) == 2, r.stderr[-2000:]
+    result = json.loads((out / "search.json").read_text())
+    assert result["kind"] == "npas-search" and result["dataset"] == "digits"
+    assert result["dense_latency_ms"] > 0
+    assert result["budget_ms"] == pytest.approx(0.5 * result["dense_latency_ms"])
+    trials = result["trials"]
+    assert len(trials) == 2
+    for t in trials:
+        assert 0.0 <= t["accuracy"] <= 1.0
+        assert t["latency_ms"] > 0
+        assert t["feasible"] == (t["latency_ms"] <= result["budget_ms"])
+    best = result["best"]
+    assert best["trial_id"] in {t["trial_id"] for t in trials}
+    assert best["accuracy"] == max(t["accuracy"] for t in trials
+                                   if t["feasible"] == best["feasible"])
+    # readable by `npas report` (a search: accuracy vs latency, Pareto front)
+    from npas_keras.report import classify
+    assert classify(result) == "search"
+    code, text, err = call(capsys, "report", str(out / "search.json"), "-o", str(tmp_path / "r"))
+    assert code == 0, err
+    assert (tmp_path / "r" / "report.html").is_file()
+    # best.tflite runs through npas_keras.runtime.Interpreter (the delegate when built)
+    import numpy as np
+    from npas_keras import data
+    from npas_keras.runtime import Interpreter
+    (_, _), (xt, yt) = data.load("digits")
+    interp = Interpreter(model_path=str(out / "best.tflite"), delegate=delegate_built())
+    interp.allocate_tensors()
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    preds = []
+    for i in range(len(xt)):
+        interp.set_tensor(d_in["index"], xt[i:i + 1].astype(d_in["dtype"]))
+        interp.invoke()
+        preds.append(int(np.argmax(interp.get_tensor(d_out["index"])[0])))
+    acc = float(np.mean(np.array(preds) == yt))
+    assert abs(acc - best["accuracy"]) < 0.03  # the exported file is the trial's model
+    assert elapsed < 90, f"npas search took {elapsed:.0f}s"

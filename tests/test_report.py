@@ -126,3 +126,36 @@ def test_build_report_nothing_usable(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         report.build_report([str(p)], str(tmp_path / "out"))
+
+
+def test_plot_masks_png_and_every_panel_satisfies_its_scheme(tmp_path):
+    from npas_keras.schemes import satisfies
+
+    result = report.plot_masks(str(tmp_path / "masks.png"))
+    _check_png(result["path"])
+    assert list(result["masks"]) == list(report.MASK_SCHEMES)  # one panel per scheme, in order
+    for label, mask in result["masks"].items():
+        scheme = result["schemes"][label]
+        assert mask.shape == (32, 36) and mask.dtype == bool
+        assert abs(mask.mean() - 0.25) < 0.02, label
+        assert satisfies(mask, scheme, kernel_hw=(3, 3)), label
+    # masks differ between schemes (the picture shows seven structures, not one)
+    flat = {m.tobytes() for m in result["masks"].values()}
+    assert len(flat) == len(result["masks"])
+
+
+def test_plot_masks_subset_and_docs_image(tmp_path):
+    import os
+
+    result = report.plot_masks(str(tmp_path / "two.png"), schemes=["bcr", "2:4"],
+                               shape=(16, 18), density=0.5)
+    _check_png(result["path"])
+    assert set(result["masks"]) == {"bcr", "2:4"}
+    with pytest.raises(ValueError):
+        report.plot_masks(str(tmp_path / "none.png"), schemes=[])
+    docs_png = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                            "images", "scheme_masks.png")
+    assert os.path.getsize(docs_png) < 150_000  # commit-sized
+    _check_png(docs_png)
+    assert "images/scheme_masks.png" in open(os.path.join(os.path.dirname(docs_png), "..",
+                                                          "schemes.md")).read()
