@@ -71,6 +71,23 @@ def effective_density(scheme: Scheme, rate) -> float:
     return 1.0 - rate
 
 
+def validate_call(scheme: Scheme, shape, kernel_hw, rate) -> tuple[float, tuple[int, int]]:
+    """The argument checks shared by `compute_mask` and `satisfies` -> (density, (kh, kw)).
+
+    ValueError for kernel_hw not dividing the columns, 'pattern' on a non-3x3 kernel, or a
+    block shape larger than the matrix.
+    """
+    rows, cols = shape
+    kh, kw = check_kernel_hw(kernel_hw, cols)
+    density = effective_density(scheme, rate)
+    if scheme.name == "pattern" and (kh, kw) != (3, 3):
+        raise ValueError(f"the 'pattern' scheme applies only to 3x3 convolution kernels, got "
+                         f"kernel_hw={tuple(kernel_hw)}")
+    if scheme.name in ("block_punched", "bcr"):
+        block_grid(rows, cols, scheme.block_shape)  # validates the block shape
+    return density, (kh, kw)
+
+
 def importance_scores(matrix: np.ndarray, importance) -> np.ndarray:
     """Squared importance (float64): |W|^2 by default, importance^2 if given."""
     if importance is None:

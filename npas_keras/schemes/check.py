@@ -33,14 +33,7 @@ def satisfies(mask, scheme, *, kernel_hw=(1, 1), rate=None) -> bool:
     """
     scheme = get_scheme(scheme)
     m = _as_mask(mask)
-    rows, cols = m.shape
-    kh, kw = C.check_kernel_hw(kernel_hw, cols)
-    density = C.effective_density(scheme, rate)
-    if scheme.name == "pattern" and (kh, kw) != (3, 3):
-        raise ValueError(f"the 'pattern' scheme applies only to 3x3 convolution kernels, got "
-                         f"kernel_hw={tuple(kernel_hw)}")
-    if scheme.name in ("block_punched", "bcr"):
-        C.block_grid(rows, cols, scheme.block_shape)
+    density, (kh, kw) = C.validate_call(scheme, m.shape, kernel_hw, rate)
     if density >= 1.0 or m.size == 0:
         return bool(m.all())
     return bool(_CHECKERS[scheme.name](m, scheme, density, (kh, kw)))

@@ -23,14 +23,7 @@ def compute_mask(matrix, scheme, *, kernel_hw=(1, 1), rate=None, importance=None
     """
     scheme = get_scheme(scheme)
     w = C.as_matrix(matrix)
-    rows, cols = w.shape
-    kh, kw = C.check_kernel_hw(kernel_hw, cols)
-    density = C.effective_density(scheme, rate)
-    if scheme.name == "pattern" and (kh, kw) != (3, 3):
-        raise ValueError(f"the 'pattern' scheme applies only to 3x3 convolution kernels, got "
-                         f"kernel_hw={tuple(kernel_hw)}")
-    if scheme.name in ("block_punched", "bcr"):
-        C.block_grid(rows, cols, scheme.block_shape)  # validates the block shape
+    density, (kh, kw) = C.validate_call(scheme, w.shape, kernel_hw, rate)
     if density >= 1.0 or w.size == 0:
         return np.ones(w.shape, bool)
     energy = C.importance_scores(w, importance)
