@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+from test_delegate_support import run as _run  # numpy-only module: safe under ASan
+
 pytestmark = pytest.mark.skipif(os.environ.get("NPAS_ASAN") != "1",
                                 reason="sanitizer run: use delegate/tests/run_asan.sh")
 
@@ -20,18 +22,6 @@ pytestmark = pytest.mark.skipif(os.environ.get("NPAS_ASAN") != "1",
 def _models():
     directory = os.environ.get("NPAS_ASAN_MODELS", "")
     return sorted(glob.glob(os.path.join(directory, "*.tflite")))
-
-
-def _run(interp, inputs, resize=False):
-    details = interp.get_input_details()
-    if resize:
-        for d, x in zip(details, inputs):
-            interp.resize_tensor_input(d["index"], list(x.shape))
-    interp.allocate_tensors()
-    for d, x in zip(details, inputs):
-        interp.set_tensor(d["index"], x)
-    interp.invoke()
-    return [interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()]
 
 
 @pytest.mark.parametrize("kernel", ["row_block", "pixel_vector", "dense", "auto"])
