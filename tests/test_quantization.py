@@ -123,3 +123,38 @@ def test_prune_preserving_qat_keeps_zeros():
     qat.fit(x, y, epochs=1, verbose=0)
     kernels = [v.numpy() for v in qat.weights if v.name.endswith("kernel:0")]
     assert kernels and all(np.mean(k == 0) >= 0.45 for k in kernels)
+
+
+def test_qat_model_exports_to_int8_keeping_zeros_and_outputs():
+    """export() converts a PQAT model as it is (tfmot's QuantizeWrappers are not npas wrappers to
+    strip): the int8 weights keep the float zeros, and the int8 model computes what the QAT
+    model computes, within int8 rounding."""
+    import npas_keras
+    from ai_edge_litert import interpreter as litert
+    from npas_keras.schemes import Scheme
+    inp = keras.Input((16,))
+    out = keras.layers.Dense(8, name="d")(keras.layers.Dense(32, activation="relu", name="h")(inp))
+    pm = npas_keras.prune(keras.Model(inp, out), Scheme("unstructured", rate=0.5), verbose=False)
+    qat = q.prune_preserving_qat(pm)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(64, 16)).astype(np.float32), rng.normal(size=(64, 8)).astype(np.float32)
+    qat.compile("adam", "mse")
+    qat.fit(x, y, epochs=1, verbose=0)
+    float_zeros = sorted(int(np.sum(v.numpy() == 0)) for v in qat.weights
+                         if v.name.endswith("kernel:0"))
+    model_bytes = npas_keras.export(qat, None, quantize="int8", representative_data=x)
+    int8_zeros = sorted(r["zeros"] for r in q.int8_weight_zeros(model_bytes))
+    assert len(int8_zeros) == 2 and all(i >= f >= 100 for i, f in zip(int8_zeros, float_zeros))
+    interp = litert.Interpreter(model_content=model_bytes)
+    interp.allocate_tensors()
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert d_in["dtype"] == np.int8 and d_out["dtype"] == np.int8
+    (s_in, z_in), (s_out, z_out) = d_in["quantization"], d_out["quantization"]
+    got = []
+    for row in x:
+        interp.set_tensor(d_in["index"], np.clip(np.round(row[None] / s_in + z_in), -128, 127)
+                          .astype(np.int8))
+        interp.invoke()
+        got.append((interp.get_tensor(d_out["index"])[0].astype(np.float32) - z_out) * s_out)
+    want = qat.predict(x, verbose=0)
+    assert np.abs(np.array(got) - want).max() < 0.05 * np.abs(want).max()

@@ -67,13 +67,11 @@ def _iter_layers(model):
 
 
 def _has_wrappers(model) -> bool:
-    import tf_keras as keras
-    for layer in _iter_layers(model):
-        mod = type(layer).__module__ or ""
-        if isinstance(layer, keras.layers.Wrapper) or mod.startswith("npas_keras.") or \
-                "prune" in type(layer).__name__.lower():
-            return True
-    return False
+    """True when the model holds npas PruneWrappers, which are stripped before conversion.
+    Other wrappers (tfmot's QuantizeWrapper of a QAT model, Bidirectional) convert as they are:
+    strip cannot rebuild them and does not need to."""
+    from npas_keras.layers.wrapper import PruneWrapper
+    return any(isinstance(layer, PruneWrapper) for layer in _iter_layers(model))
 
 
 def _representative(data):
