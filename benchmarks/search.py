@@ -1,13 +1,26 @@
 """Search benchmark: NPAS oracle vs RandomSearch vs BayesianOptimization vs uniform pruning vs
 rule-based mapping, on Fashion-MNIST (digits with --dataset digits), under a latency budget of
-~1/3 of the dense model's delegate latency. Same trials, epochs and seeds for every method.
+~1/3 of the dense model's measured delegate latency.
 
-    python benchmarks/search.py --trials 20 --epochs 2 --seeds 0,1,2 --out search.json
-    python benchmarks/search.py --trials 2 --epochs 1 --seeds 0 --dataset digits --quick  # smoke
+Every method gets the same number of trials (fine-tuned models), the same fine-tune epochs per
+trial and the same seeds, all starting from one dense model pre-trained once (counted
+separately). The tuner methods search the space of `npas_keras.tuner.search_cnn` (width, block2
+operator, rate, block, per-layer scheme); uniform (`block_punched` on every prunable layer) and
+rules (`mapping.map_schemes` with the latency table) keep the dense architecture and sweep the
+pruning rate over `trials` values. Each method reports its best trial within the budget.
 
-Writes JSON: {"benchmark": "search", "machine", "budget_ms", "dense": {...}, "runs": [{"method",
-"seed", "best_score", "best_latency_ms", "feasible_trials", "trials", "rejected", "seconds"}],
-"summary": {method: {"mean_best_score", "mean_feasible_fraction"}}}.
+    python benchmarks/search.py --trials 10 --epochs 1 --seeds 0,1,2 \
+        --out benchmarks/results/search_fashion_mnist.json
+    python benchmarks/search.py --trials 2 --epochs 1 --seeds 0 --dataset digits --limit 800  # smoke
+
+Writes JSON {"benchmark": "search", "machine", "command", "budget_ms", "dense": {accuracy and
+latency after pre-training; "reference": the dense model trained for the same epochs as the
+final pruned model (pre-training + one fine-tune); "equal_compute": trained for pre-training +
+trials x epochs}, "runs": [{"method", "seed", "best_score", "best_latency_ms", "trials",
+"feasible_trials", "training_epochs", "rejected", "seconds", "points": [{accuracy, latency_ms,
+feasible}]}], "summary": {method: {"mean_best_score", "best_scores", "best_latencies_ms",
+"mean_feasible_fraction", "training_epochs"}}}, and a PNG (accuracy vs latency, best per method)
+beside it.
 """
 import argparse
 import json
@@ -20,8 +33,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+METHODS = ("npas", "random", "bayesian", "uniform", "rules")
+
 
 def load(dataset, limit):
+    """A random `limit`-example training subset and a validation subset of 1/5 of it (>= 200)."""
     import numpy as np
 
     from npas_keras import data
@@ -35,140 +51,269 @@ def load(dataset, limit):
     return x, y, xt, yt
 
 
-def make_build(input_shape):
-    import tf_keras as keras
-
-    from npas_keras.tuner import apply_operator, operator, width
-
-    def build(hp):
-        inputs = keras.Input(input_shape)
-        x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-        x = keras.layers.MaxPooling2D()(x)
-        x = apply_operator(x, operator(hp, "b1", ("conv3x3", "dwsep3x3")), width(hp, 32))
-        x = keras.layers.MaxPooling2D()(x)
-        x = keras.layers.Flatten()(x)
-        x = keras.layers.Dense(width(hp, 128, name="width_fc"), activation="relu")(x)
-        out = keras.layers.Dense(10, activation="softmax")(x)
-        m = keras.Model(inputs, out)
-        m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-        return m
-
-    return build
-
-
-def fixed_mapping_trial(build, pretrained, mapping_fn, x, y, xt, yt, epochs, table):
-    """One model: default architecture, mapping_fn(model) -> {layer: Scheme}, fine-tune."""
+def fixed_mapping_trial(build, pretrained, mapping, x, y, xt, yt, epochs, table):
+    """The dense architecture pruned with `mapping` ({layer: Scheme | None}), fine-tuned from
+    `pretrained`: (validation accuracy, measured latency ms)."""
     from keras_tuner import HyperParameters
 
     import npas_keras
-    from npas_keras.tuner.tuner import inherit_weights, pruned_for_fine_tune
+    from npas_keras.tuner import inherit_weights, pruned_for_fine_tune
 
     model = build(HyperParameters())
     inherit_weights(pretrained, model)
-    mapping = mapping_fn(model)
     pruned = pruned_for_fine_tune(model, mapping)
     wrapped = pruned is not model
     pruned.fit(x, y, epochs=epochs, batch_size=64, verbose=0,
                callbacks=npas_keras.callbacks() if wrapped else None)
     acc = pruned.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
     plain = npas_keras.strip(pruned, shrink=False) if wrapped else pruned
-    return float(acc), table.measure_model(plain)
+    return float(acc), float(table.measure_model(plain))
+
+
+def sweep_rates(trials, low=0.5, high=0.95):
+    """`trials` pruning rates evenly spaced in [low, high] (the uniform / rules sweep)."""
+    import numpy as np
+
+    return [round(float(r), 4) for r in np.linspace(low, high, trials)] if trials > 1 else [high]
+
+
+def mapping_fn(method, table):
+    """rate -> (dense model -> {layer: Scheme | None}) for the fixed-architecture methods."""
+    from npas_keras.latency.predictor import model_layer_specs
+    from npas_keras.mapping import map_schemes
+    from npas_keras.schemes import Scheme
+
+    if method == "uniform":
+        def uniform(model, rate):
+            """block_punched 16x16 (clipped to the layer) wherever the rules prune at all."""
+            rules = map_schemes(model, rate)
+            out = {}
+            for name, spec in model_layer_specs(model):
+                rows, red = spec.matrix_shape()
+                out[name] = None if rules.get(name) is None else Scheme(
+                    "block_punched", rate=rate, block_shape=(min(16, rows), min(16, red)))
+            return out
+        return uniform
+    return lambda model, rate: map_schemes(model, rate, table)
+
+
+def run_sweep(method, build, dense, data_, args, table, budget):
+    from keras_tuner import HyperParameters
+
+    x, y, xt, yt = data_
+    fn = mapping_fn(method, table)
+    shape_model = build(HyperParameters())
+    points = []
+    for rate in sweep_rates(args.trials):
+        acc, ms = fixed_mapping_trial(build, dense, fn(shape_model, rate), x, y, xt, yt,
+                                      args.epochs, table)
+        points.append({"rate": rate, "accuracy": acc, "latency_ms": ms,
+                       "feasible": bool(ms <= budget)})
+        print(f"  {method} rate {rate}: acc {acc:.4f} {ms:.4f} ms", file=sys.stderr, flush=True)
+    return points, 0
+
+
+def run_tuner(method, build, dense, data_, args, table, budget, seed, work):
+    import keras_tuner
+
+    from npas_keras.tuner import NPASTuner
+
+    x, y, xt, yt = data_
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    oracle = None
+    if method == "random":
+        oracle = keras_tuner.oracles.RandomSearchOracle(
+            objective=objective, max_trials=args.trials, seed=seed + 1)
+    elif method == "bayesian":
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+            objective=objective, max_trials=args.trials, seed=seed + 1,
+            num_initial_points=min(3, args.trials))
+    tuner = NPASTuner(build, objective="val_accuracy", latency_budget_ms=budget,
+                      max_trials=args.trials, pretrained=dense, fine_tune_epochs=args.epochs,
+                      batch_size=64, latency_table=table, oracle=oracle, seed=seed + 1,
+                      directory=work, project_name="p",
+                      oracle_kwargs={"pool_size": 16, "gp_restarts": 1,
+                                     "num_initial_points": min(3, args.trials)})
+    tuner.search(x, y, validation_data=(xt, yt), verbose=0)
+    points = [{"accuracy": float(r["score"]), "latency_ms": float(r["latency_ms"]),
+               "feasible": bool(r["feasible"]), "values": r["values"]}
+              for r in tuner.results() if r["score"] is not None]
+    for p in points:
+        print(f"  {method}: acc {p['accuracy']:.4f} {p['latency_ms']:.4f} ms", file=sys.stderr,
+              flush=True)
+    return points, int(getattr(tuner.oracle, "rejected_count", 0))
+
+
+def train_dense_reference(build, dense, x, y, xt, yt, extra_epochs, seed):
+    """Accuracy of a copy of `dense` trained `extra_epochs` more, at each epoch count in
+    `extra_epochs` (sorted list); the dense baseline at equal training."""
+    import tf_keras as keras
+    from keras_tuner import HyperParameters
+
+    keras.utils.set_random_seed(seed)
+    model = build(HyperParameters())
+    model.set_weights(dense.get_weights())
+    out, done = {}, 0
+    for e in extra_epochs:
+        model.fit(x, y, epochs=e - done, batch_size=64, verbose=0)
+        done = e
+        out[e] = float(model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
+    return out
+
+
+def summarize(runs, methods):
+    import numpy as np
+
+    summary = {}
+    for method in methods:
+        rs = [r for r in runs if r["method"] == method]
+        scores = [r["best_score"] for r in rs]
+        summary[method] = {
+            "mean_best_score": (float(np.mean(scores)) if all(s is not None for s in scores)
+                                else None),
+            "std_best_score": (float(np.std(scores)) if all(s is not None for s in scores)
+                               else None),
+            "best_scores": scores,
+            "best_latencies_ms": [r["best_latency_ms"] for r in rs],
+            "mean_feasible_fraction": float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
+                                                     for r in rs])),
+            "training_epochs": int(sum(r["training_epochs"] for r in rs)),
+            "training_epochs_per_seed": [r["training_epochs"] for r in rs]}
+    return summary
+
+
+def plot(out, path):
+    """Accuracy vs measured latency: every trial faint, each method's best feasible per seed
+    bold, the budget and the dense model marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, method in enumerate(out["summary"]):
+        rs = [r for r in out["runs"] if r["method"] == method]
+        pts = [p for r in rs for p in r["points"]]
+        ax.scatter([p["latency_ms"] for p in pts], [p["accuracy"] for p in pts], s=10,
+                   alpha=0.25, color=f"C{i}")
+        best = [r for r in rs if r["best_score"] is not None]
+        ax.scatter([r["best_latency_ms"] for r in best], [r["best_score"] for r in best], s=60,
+                   marker="*", color=f"C{i}", edgecolor="k", label=f"{method} (best per seed)")
+    ax.axvline(out["budget_ms"], color="k", ls="--", lw=1, label="budget")
+    ax.scatter([out["dense"]["latency_ms"]], [out["dense"]["reference"]["accuracy"]], marker="s",
+               color="k", label="dense (reference)")
+    ax.set_xlabel("measured latency (ms, npas delegate, 1 thread)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"search on {out['dataset']}: {out['trials']} trials x {out['epochs']} epoch(s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument("--trials", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--trials", type=int, default=4, help="fine-tuned models per method and seed")
+    ap.add_argument("--epochs", type=int, default=1, help="fine-tune epochs per trial")
+    ap.add_argument("--pretrain-epochs", type=int, default=3, help="dense pre-training (once)")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--limit", type=int, default=6000, help="training examples used (0 = all)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=12000, help="training examples used (0 = all)")
+    ap.add_argument("--filters", default="32,128", help="dense conv1,block2 filters")
+    ap.add_argument("--units", type=int, default=256, help="dense fc1 units")
+    ap.add_argument("--threads", type=int, default=1, help="inference threads")
     ap.add_argument("--budget-fraction", type=float, default=1 / 3)
-    ap.add_argument("--methods", default="npas,random,bayesian,uniform,rules")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--cache", default=None, help="latency cache (default: the user cache)")
     ap.add_argument("--out", default="search.json")
+    ap.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
     args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or args.trials < 1 or args.epochs < 1:
+        ap.error(f"unknown methods {unknown}" if unknown else "--trials and --epochs must be >= 1")
 
-    import keras_tuner
-    import numpy as np
+    import tensorflow as tf
 
-    from npas_keras.latency import LatencyTable
-    from npas_keras.mapping import map_schemes
-    from npas_keras.schemes import Scheme
-    from npas_keras.tuner import NPASTuner
-
-    x, y, xt, yt = load(args.dataset, args.limit)
-    build = make_build(x.shape[1:])
-    table = LatencyTable(path=args.cache, threads=args.threads, runs=30, warmup=3)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import tf_keras as keras
     from keras_tuner import HyperParameters
 
+    from npas_keras.latency import LatencyTable, delegate_available
+    from npas_keras.tuner import search_cnn
+
+    if not delegate_available():
+        print("warning: npas delegate not built; timing stock LiteRT", file=sys.stderr)
+    t_start = time.time()
+    x, y, xt, yt = load(args.dataset, args.limit)
+    filters = tuple(int(f) for f in args.filters.split(","))
+    build = search_cnn(x.shape[1:], int(max(y.max(), yt.max())) + 1, filters, args.units)
+    table = LatencyTable(path=args.cache, threads=args.threads, runs=30, warmup=3)
+
+    keras.utils.set_random_seed(0)
     dense = build(HyperParameters())
-    dense.fit(x, y, epochs=max(1, args.epochs), batch_size=64, verbose=0)
+    dense.fit(x, y, epochs=args.pretrain_epochs, batch_size=64, verbose=0)
     dense_acc = float(dense.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
-    dense_ms = table.measure_model(dense)
+    dense_ms = float(table.measure_model(dense))
     budget = args.budget_fraction * dense_ms
+    print(f"dense: acc {dense_acc:.4f}, {dense_ms:.4f} ms; budget {budget:.4f} ms",
+          file=sys.stderr, flush=True)
+    ref = train_dense_reference(build, dense, x, y, xt, yt,
+                                sorted({args.epochs, args.trials * args.epochs}), seed=0)
     out = {"benchmark": "search", "machine": table.machine, "dataset": args.dataset,
-           "trials": args.trials, "epochs": args.epochs, "budget_ms": budget,
-           "dense": {"accuracy": dense_acc, "latency_ms": dense_ms}, "runs": []}
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    objective = keras_tuner.Objective("val_accuracy", "max")
+           "command": "python benchmarks/search.py " + " ".join(argv if argv is not None
+                                                                 else sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d", time.gmtime()),
+           "train_examples": len(x), "validation_examples": len(xt),
+           "trials": args.trials, "epochs": args.epochs, "seeds": args.seeds,
+           "inference_threads": args.threads, "budget_fraction": args.budget_fraction,
+           "budget_ms": budget,
+           "dense": {"filters": list(filters), "units": args.units,
+                     "params": int(dense.count_params()), "accuracy": dense_acc,
+                     "latency_ms": dense_ms, "pretrain_epochs": args.pretrain_epochs,
+                     "reference": {"epochs": args.pretrain_epochs + args.epochs,
+                                   "accuracy": ref[args.epochs]},
+                     "equal_compute": {"epochs": args.pretrain_epochs + args.trials * args.epochs,
+                                       "accuracy": ref[args.trials * args.epochs]}},
+           "runs": []}
+    print(json.dumps(out["dense"]), file=sys.stderr, flush=True)
+    data_ = (x, y, xt, yt)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in methods:
             t0 = time.time()
+            keras.utils.set_random_seed(seed)
             work = tempfile.mkdtemp(prefix=f"npas-bench-{method}-")
             try:
                 if method in ("uniform", "rules"):
-                    rate = 0.9
-                    if method == "uniform":
-                        fn = lambda m: {n: Scheme("block_punched", rate=rate)  # noqa: E731
-                                        if s is not None else None
-                                        for n, s in map_schemes(m, rate).items()}
-                    else:
-                        fn = lambda m: map_schemes(m, rate, table)  # noqa: E731
-                    acc, ms = fixed_mapping_trial(build, dense, fn, x, y, xt, yt, args.epochs,
-                                                  table)
-                    run = {"best_score": acc, "best_latency_ms": ms, "trials": 1,
-                           "feasible_trials": int(ms <= budget), "rejected": 0}
+                    points, rejected = run_sweep(method, build, dense, data_, args, table, budget)
                 else:
-                    oracle = None
-                    if method == "random":
-                        oracle = keras_tuner.oracles.RandomSearchOracle(
-                            objective=objective, max_trials=args.trials, seed=seed + 1)
-                    elif method == "bayesian":
-                        oracle = keras_tuner.oracles.BayesianOptimizationOracle(
-                            objective=objective, max_trials=args.trials, seed=seed + 1,
-                            num_initial_points=min(2, args.trials))
-                    tuner = NPASTuner(build, objective="val_accuracy", latency_budget_ms=budget,
-                                      max_trials=args.trials, pretrained=dense,
-                                      fine_tune_epochs=args.epochs, batch_size=64,
-                                      latency_table=table, oracle=oracle, seed=seed + 1,
-                                      directory=work, project_name="p",
-                                      oracle_kwargs={"pool_size": 16, "gp_restarts": 1})
-                    tuner.search(x, y, validation_data=(xt, yt), verbose=0)
-                    res = tuner.results()
-                    feas = [r for r in res if r["feasible"] and r["score"] is not None]
-                    best = max(feas, key=lambda r: r["score"]) if feas else None
-                    run = {"best_score": best and best["score"],
-                           "best_latency_ms": best and best["latency_ms"], "trials": len(res),
-                           "feasible_trials": len(feas),
-                           "rejected": getattr(tuner.oracle, "rejected_count", 0)}
+                    points, rejected = run_tuner(method, build, dense, data_, args, table,
+                                                 budget, seed, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            run.update({"method": method, "seed": seed, "seconds": time.time() - t0})
+            feasible = [p for p in points if p["feasible"]]
+            best = max(feasible, key=lambda p: p["accuracy"]) if feasible else None
+            run = {"method": method, "seed": seed,
+                   "best_score": best and best["accuracy"],
+                   "best_latency_ms": best and best["latency_ms"],
+                   "trials": len(points), "feasible_trials": len(feasible),
+                   "training_epochs": len(points) * args.epochs, "rejected": rejected,
+                   "seconds": time.time() - t0, "points": points}
             out["runs"].append(run)
-            print(json.dumps(run), file=sys.stderr)
-    out["summary"] = {}
-    for method in methods:
-        runs = [r for r in out["runs"] if r["method"] == method]
-        scores = [r["best_score"] if r["best_score"] is not None else 0.0 for r in runs]
-        out["summary"][method] = {
-            "mean_best_score": float(np.mean(scores)),
-            "mean_feasible_fraction": float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
-                                                     for r in runs]))}
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+            print(json.dumps({k: v for k, v in run.items() if k != "points"}), file=sys.stderr,
+                  flush=True)
+            out["summary"] = summarize(out["runs"], methods)
+            out["seconds"] = time.time() - t_start
+            with open(args.out, "w") as f:  # after every run, so a cut-off run keeps its data
+                json.dump(out, f, indent=1)
+    png = plot(out, args.plot or os.path.splitext(args.out)[0] + ".png")
     print(json.dumps(out["summary"], indent=1))
+    print(f"wrote {args.out} and {png}", file=sys.stderr)
     return 0
 
 

@@ -1032,31 +1032,6 @@ def _search_args(p):
     return _run_search
 
 
-def search_build_fn(input_shape, num_classes: int = 10):
-    """An hp -> tf_keras CNN build function for NPASTuner: a searched width multiplier on every
-    layer (npas_keras.tuner.width) and a searched operator for the second block."""
-    from npas_keras.tuner import apply_operator, operator, width
-
-    def build(hp):
-        import tf_keras as keras
-        inputs = keras.Input(tuple(input_shape))
-        x = keras.layers.Conv2D(width(hp, 16), 3, padding="same", activation="relu",
-                                name="conv1")(inputs)
-        if input_shape[0] >= 16:
-            x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-        x = apply_operator(x, operator(hp, "block2", ("conv3x3", "dwsep3x3")), width(hp, 32),
-                           name="block2")
-        x = keras.layers.MaxPooling2D(2, name="pool2")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
-        x = keras.layers.Dense(width(hp, 64), activation="relu", name="fc1")(x)
-        outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
-        model = keras.Model(inputs, outputs, name="search_cnn")
-        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        return model
-    return build
-
-
 def _run_search(args) -> int:
     from npas_keras import data
 
@@ -1076,11 +1051,12 @@ def _run_search(args) -> int:
     import tf_keras as keras
     from keras_tuner import HyperParameters
     NPASTuner = _api_from("npas_keras.tuner", "NPASTuner")
+    search_cnn = _api_from("npas_keras.tuner", "search_cnn")
     from npas_keras.latency import LatencyTable, delegate_available
     tf.random.set_seed(args.seed)
     keras.utils.set_random_seed(args.seed)
 
-    build = search_build_fn(x.shape[1:], int(max(y.max(), yt.max())) + 1)
+    build = search_cnn(x.shape[1:], int(max(y.max(), yt.max())) + 1)
     dense = build(HyperParameters())
     _log(f"training the dense model ({dense.count_params()} parameters) for {args.epochs} "
          "epoch(s)")

@@ -181,3 +181,34 @@ def test_distributed_chief_and_two_workers(tmp_path):
     trials = [json.load(open(tmp_path / "dist" / d / "trial.json"))
               for d in os.listdir(tmp_path / "dist") if d.startswith("trial_")]
     assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials)
+
+
+def test_search_cnn_widths_operators_and_small_inputs():
+    """The shared search model (npas search, benchmarks/search.py): the width multiplier scales
+    every hidden layer, dwsep3x3 replaces block2 by depthwise + pointwise, 8x8 inputs skip pool1,
+    and the model trains (loss falls) on real digits."""
+    from keras_tuner import HyperParameters
+
+    from npas_keras.tuner import search_cnn
+
+    build = search_cnn((28, 28, 1), 10, filters=(8, 16), units=24)
+    dense = build(HyperParameters())
+    assert [dense.get_layer(n).units if n.startswith("fc") else dense.get_layer(n).filters
+            for n in ("conv1", "block2", "fc1")] == [8, 16, 24]
+    assert dense.get_layer("pool1") is not None and dense.output_shape == (None, 10)
+    hp = HyperParameters()
+    hp.values.update({"width": 0.5, "op:block2": "dwsep3x3"})
+    hp.Choice("width", [0.5, 0.75, 1.0])
+    hp.Choice("op:block2", ["conv3x3", "dwsep3x3"])
+    half = build(hp)
+    names = [layer.name for layer in half.layers]
+    assert "block2_dw" in names and "block2_pw" in names and "block2" not in names
+    assert (half.get_layer("conv1").filters, half.get_layer("block2_pw").filters,
+            half.get_layer("fc1").units) == (4, 8, 12)
+
+    x, y, xt, yt = digits()
+    small = search_cnn(x.shape[1:], 10, filters=(8, 16), units=16)(HyperParameters())
+    assert "pool1" not in [layer.name for layer in small.layers]
+    before = small.evaluate(xt, yt, verbose=0)[0]
+    small.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    assert small.evaluate(xt, yt, verbose=0)[0] < before

@@ -8,10 +8,11 @@
 from npas_keras.tuner.oracle import NPASOracle, acquisition_scores, fit_gp
 from npas_keras.tuner.policy import CategoricalPolicy
 from npas_keras.tuner.space import (SpaceEncoder, apply_operator, discrete_values, operator,
-                                    width)
+                                    search_cnn, width)
 from npas_keras.tuner.tuner import (NPASHyperModel, NPASTuner, inherit_weights,
                                     pruned_for_fine_tune, scheme_hp_name)
 
 __all__ = ["CategoricalPolicy", "NPASHyperModel", "NPASOracle", "NPASTuner", "SpaceEncoder",
            "acquisition_scores", "apply_operator", "discrete_values", "fit_gp",
-           "inherit_weights", "operator", "pruned_for_fine_tune", "scheme_hp_name", "width"]
+           "inherit_weights", "operator", "pruned_for_fine_tune", "scheme_hp_name", "search_cnn",
+           "width"]

@@ -132,3 +132,30 @@ def apply_operator(x, op, filters, activation="relu", name=None):
         return layers.Conv2D(filters, 1, padding="same", activation=activation,
                              name=None if name is None else name + "_pw")(x)
     raise ValueError(f"unknown operator {op!r}; known: conv3x3, conv5x5, conv1x1, dwsep3x3")
+
+
+def search_cnn(input_shape, num_classes=10, filters=(16, 32), units=64):
+    """hp -> compiled tf_keras CNN, the model `npas search` and benchmarks/search.py search over:
+    conv1 (3x3) -> pool -> block2 (searched operator: conv3x3 or dwsep3x3) -> pool -> fc1 ->
+    softmax, every width scaled by one searched multiplier (`width`). `filters` and `units` set
+    the dense (multiplier 1.0) size."""
+    import tf_keras as keras
+
+    def build(hp):
+        inputs = keras.Input(tuple(input_shape))
+        x = keras.layers.Conv2D(width(hp, filters[0]), 3, padding="same", activation="relu",
+                                name="conv1")(inputs)
+        if input_shape[0] >= 16:
+            x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+        x = apply_operator(x, operator(hp, "block2", ("conv3x3", "dwsep3x3")),
+                           width(hp, filters[1]), name="block2")
+        x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(width(hp, units), activation="relu", name="fc1")(x)
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
+        model = keras.Model(inputs, outputs, name="search_cnn")
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    return build
