@@ -1,12 +1,15 @@
-"""examples/*.py run and print sensible results; ```python blocks in the docs run as written.
+"""examples/*.py run and print sensible results; ```python blocks in the docs run as written;
+the `npas` commands the docs show parse with the real command line.
 
 Doc blocks of one file run in order in one namespace (a later block may use an earlier one's
 variables), in a fresh subprocess whose working directory is a temporary folder. A block fenced
 as ```python no-run is shown to readers but not executed.
 """
+import argparse
 import glob
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -115,3 +118,111 @@ def test_quickstart_example(tmp_path):
     assert m and int(m.group(2)) < int(m.group(1))  # the compact format is smaller
     for f in ("digits_bcr.tflite", "digits_bcr_npas.tflite"):
         assert (tmp_path / f).is_file()
+
+
+# ---------------------------------------------------------------------------- shell commands
+# README's command list: "    npas NAME   <the help line `npas --help` prints for NAME>".
+COMMAND_LIST_LINE = re.compile(r"^ {4}npas (\w+) {2,}(\S.*)$", re.M)
+# Whole commands a reader can type: 4-space indented lines and lines of ```bash blocks.
+BASH_FENCE = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.S | re.M)
+INDENTED_COMMAND = re.compile(r"^ {4}((?:npas|bash scripts/demo\.sh) .*)$", re.M)
+# Synopses in running text and tables: `npas demo [--rate 0.875] ...`.
+INLINE_COMMAND = re.compile(r"`((?:npas|bash scripts/demo\.sh) [^`]+)`")
+
+
+def _doc_text(doc):
+    return open(os.path.join(ROOT, doc), encoding="utf-8").read()
+
+
+def _shown_commands(text):
+    """-> (whole commands, synopses) shown in markdown text, as strings starting with `npas`."""
+    def as_npas(cmd):
+        cmd = cmd.split("  #")[0].strip()
+        return re.sub(r"^bash scripts/demo\.sh\b", "npas demo", cmd)
+
+    listed = {m.start() for m in COMMAND_LIST_LINE.finditer(text)}
+    whole = [as_npas(m.group(1)) for m in INDENTED_COMMAND.finditer(text)
+             if m.start() not in listed]
+    for block in BASH_FENCE.findall(text):
+        whole += [as_npas(line) for line in block.splitlines()
+                  if line.startswith(("npas ", "bash scripts/demo.sh "))]
+    return whole, [as_npas(m.group(1)) for m in INLINE_COMMAND.finditer(text)]
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _option_strings(parser):
+    """Every option of `parser` and of its nested sub-commands (npas latency ACTION)."""
+    out = {o for action in parser._actions for o in action.option_strings}
+    for sub in _subparsers(parser).values():
+        out |= _option_strings(sub)
+    return out
+
+
+def test_shown_commands_extraction():
+    text = ("    npas demo      train it\n    npas bench m.tflite --runs 5  # time it\n"
+            "```bash\nnpas report a.json -o r\nls\n```\n"
+            "see `npas inspect FILE [--json PATH\\|-]` and `bash scripts/demo.sh --quick`\n")
+    whole, synopses = _shown_commands(text)
+    assert whole == ["npas bench m.tflite --runs 5", "npas report a.json -o r"]
+    assert synopses == ["npas inspect FILE [--json PATH\\|-]", "npas demo --quick"]
+
+
+def test_readme_command_list_is_npas_help():
+    from npas_keras import cli
+
+    listed = COMMAND_LIST_LINE.findall(_doc_text("README.md"))
+    assert listed, "README.md lost its command list"
+    assert listed == [(c.name, c.help) for c in cli.available_commands()]
+
+
+def command_problems(text):
+    """What is wrong with the `npas` commands shown in markdown `text` (run in a scratch folder):
+    each must name a real subcommand and real options, and whole commands must parse (files
+    they name are created empty, as a reader's would exist)."""
+    from npas_keras import cli
+
+    parser = cli.build_parser()
+    subs = _subparsers(parser)
+    whole, synopses = _shown_commands(text)
+    problems = []
+    for cmd in whole + synopses:
+        words = cmd.replace("\\|", "|").split()
+        if words[1] not in subs:
+            problems.append(f"`{cmd}`: no subcommand {words[1]!r}")
+            continue
+        known = _option_strings(subs[words[1]])
+        problems += [f"`{cmd}`: npas {words[1]} has no {option}"
+                     for option in (w.strip("[]").split("=")[0] for w in words[2:])
+                     if option.startswith("-") and option != "-" and option not in known]
+    for cmd in whole:
+        argv = shlex.split(cmd)[1:]
+        for arg in argv:
+            if re.search(r"\.(tflite|json|keras|h5)$", arg):
+                os.makedirs(os.path.dirname(arg) or ".", exist_ok=True)
+                open(arg, "a").close()
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            problems.append(f"`{cmd}` does not parse (exit {exc.code})")
+    return problems
+
+
+def test_command_problems_are_found(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = ("    npas bench m.tflite --runs 5\n    npas bench m.tflite --runs five\n"
+            "`npas inspect F [--jsn P]`, `npas frobnicate`, `bash scripts/demo.sh --quick`\n")
+    assert command_problems(text) == ["`npas inspect F [--jsn P]`: npas inspect has no --jsn",
+                                      "`npas frobnicate`: no subcommand 'frobnicate'",
+                                      "`npas bench m.tflite --runs five` does not parse (exit 2)"]
+
+
+@pytest.mark.parametrize("doc", DOC_FILES)
+def test_doc_commands_match_the_cli(doc, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert command_problems(_doc_text(doc)) == [], doc
