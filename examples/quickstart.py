@@ -1,6 +1,6 @@
 """Quickstart: prune a small CNN on scikit-learn's digits, export it, run it with the delegate.
 
-    python examples/quickstart.py
+    python examples/quickstart.py [OUT_DIR]     # OUT_DIR keeps the two .tflite files
 
 Steps: train a dense tf_keras CNN (8x8 digits, bundled with scikit-learn, no download) ->
 prune it with BCR (block-based column-row) sparsity at rate 0.75 -> fine-tune one epoch ->

