@@ -852,7 +852,7 @@ def _bench_args(p):
     p.add_argument("--runs", type=_positive_int, default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=_nonneg_int, default=10, help="untimed runs (default 10)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="delegate option (repeatable), e.g. --option verbosity=1")
+                   help="delegate option (repeatable), e.g. --option verbose=1")
     p.add_argument("--json", metavar="PATH", help="write results as JSON ('-' = stdout)")
     p.add_argument("--name", help="case name in the JSON (default: the file name)")
     p.add_argument("--baseline", type=_existing_file, metavar="FILE",
@@ -887,7 +887,7 @@ def _run_bench(args) -> int:
     options = {}
     for item in args.option:
         if "=" not in item:
-            raise UsageError(f"--option {item!r} is not KEY=VALUE (e.g. --option verbosity=1)")
+            raise UsageError(f"--option {item!r} is not KEY=VALUE (e.g. --option verbose=1)")
         k, v = item.split("=", 1)
         options[k] = v
     with open(args.model, "rb") as f:
