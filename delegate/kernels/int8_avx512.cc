@@ -93,8 +93,9 @@ static inline void Tile(const RowBlockInt8View& v, const uint8_t* in, const int3
 
 }  // namespace
 
-void RowBlockInt8Vnni(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb, int p0,
+void RowBlockInt8Vnni(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
                       int p1, int g0, int g1, int8_t* out) {
+  const uint8_t* in = (const uint8_t*)input;  // Int8Input::kU8
   for (int g = g0; g < g1; ++g) {
     const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
     const __mmask16 m = (__mmask16)((1u << nl) - 1);

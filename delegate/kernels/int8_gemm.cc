@@ -1,6 +1,6 @@
 // int8 implicit GEMM and depthwise (TFLite full-integer arithmetic): multiplier helpers, packing
-// into the int8 row-block format (int8_internal.h), runners with thread split, kAuto timing, and
-// the scalar kernels (also the aarch64 fallback until a NEON int8 kernel exists).
+// into the int8 row-block format (int8_internal.h), the choice of row-block kernel per ISA,
+// runners with thread split, kAuto timing, and the scalar kernels.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -56,14 +56,6 @@ struct Aligned {
   ~Aligned() { free(p); }
 };
 
-bool UseVnni() {
-#if defined(__x86_64__) || defined(__i386__)
-  return DetectIsa() == Isa::kAvx512 && CpuHasAvx512Vnni();
-#else
-  return false;
-#endif
-}
-
 double BestMs(const std::function<void()>& fn, double budget_ms, double bar_ms) {
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
@@ -83,12 +75,8 @@ class RowBlockInt8 : public PackedGemmInt8 {
  public:
   RowBlockInt8(const GemmInt8Desc& d, bool sparse, StructureInfo info) : info_(info) {
     sparse_ = sparse;
-    isa_ = UseVnni() ? Isa::kAvx512 : Isa::kScalar;
-#if defined(__x86_64__) || defined(__i386__)
-    fn_ = isa_ == Isa::kAvx512 ? RowBlockInt8Vnni : RowBlockInt8Scalar;
-#else
-    fn_ = RowBlockInt8Scalar;
-#endif
+    kernel_ = SelectRowBlockInt8();
+    const int64_t zero = d.input_zp + (kernel_.input == Int8Input::kU8 ? 128 : 0);
     const int G = (d.rows + 15) / 16;
     qstart_.assign(G + 1, 0);
     qmid_.assign(G, 0);
@@ -160,7 +148,7 @@ class RowBlockInt8 : public PackedGemmInt8 {
         }
         int64_t sum = 0;
         for (int kk = 0; kk < d.cols; ++kk) sum += d.weights[(size_t)r * d.cols + kk];
-        int64_t b = (d.bias ? d.bias[r] : 0) - (int64_t)(d.input_zp + 128) * sum;
+        int64_t b = (d.bias ? d.bias[r] : 0) - zero * sum;
         bias[r0 + l] = (int32_t)b;
         mult[r0 + l] = d.multiplier[r];
         lsh[r0 + l] = d.shift[r] > 0 ? d.shift[r] : 0;
@@ -171,12 +159,24 @@ class RowBlockInt8 : public PackedGemmInt8 {
     w_ = Aligned(w.size());
     if (!w.empty()) std::memcpy(w_.p, w.data(), w.size());
     wbytes_ = w.size();
+    if (kernel_.input == Int8Input::kS16) {  // AVX2: int16 copy in vpmaddwd order
+      w16_ = Aligned(w.size() * 2);
+      int16_t* w16 = (int16_t*)w16_.p;
+      for (size_t q = 0; q < w.size() / 64; ++q)
+        for (int h = 0; h < 2; ++h)
+          for (int pr = 0; pr < 2; ++pr)
+            for (int l = 0; l < 8; ++l)
+              for (int j = 0; j < 2; ++j)
+                w16[64 * q + 32 * h + 16 * pr + 2 * l + j] = w[64 * q + 4 * (8 * h + l) + 2 * pr + j];
+      wbytes_ += w.size() * 2;
+    }
     v_.rows = d.rows;
     v_.ngroups = G;
     v_.qstart = qstart_.data();
     v_.qmid = qmid_.data();
     v_.qoffs = qoffs_.data();
     v_.w = (const int8_t*)w_.p;
+    v_.w16 = (const int16_t*)w16_.p;
     v_.bias = bias;
     v_.mult = mult;
     v_.lshift = lsh;
@@ -186,10 +186,13 @@ class RowBlockInt8 : public PackedGemmInt8 {
     v_.act_max = d.act_max;
   }
 
-  bool ok() const { return w_.p && bias_.p && mult_.p && lsh_.p && rsh_.p; }
+  bool ok() const {
+    return w_.p && bias_.p && mult_.p && lsh_.p && rsh_.p &&
+           (kernel_.input != Int8Input::kS16 || w16_.p);
+  }
   KernelKind kind() const override { return sparse_ ? KernelKind::kRowBlock : KernelKind::kDense; }
   StructureInfo structure() const override { return info_; }
-  Isa isa() const override { return isa_; }
+  Isa isa() const override { return kernel_.isa; }
   size_t packed_bytes() const override {
     return wbytes_ + qoffs_.size() * 4 + (qstart_.size() + qmid_.size()) * 4 +
            (size_t)v_.ngroups * 16 * 16;
@@ -199,16 +202,26 @@ class RowBlockInt8 : public PackedGemmInt8 {
   void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
            int8_t* out, ThreadPool* pool, int num_threads) const override {
     if (num_pixels <= 0) return;
-    // u8 copy (x + 128): per-call scratch, thread_local so concurrent nodes do not share it.
+    // The input in the kernel's encoding: per-call scratch, thread_local so concurrent nodes do
+    // not share it (kS8 reads `in` itself).
     static thread_local std::vector<uint8_t> u8;
-    if (u8.size() < (size_t)in_elems + 64) u8.resize((size_t)in_elems + 64);
-    for (int64_t i = 0; i < in_elems; ++i) u8[i] = (uint8_t)in[i] ^ 0x80u;
-    const uint8_t* src = u8.data();
+    static thread_local std::vector<int16_t> s16;
+    const void* src = in;
+    if (kernel_.input == Int8Input::kU8) {
+      if (u8.size() < (size_t)in_elems) u8.resize((size_t)in_elems);
+      for (int64_t i = 0; i < in_elems; ++i) u8[i] = (uint8_t)in[i] ^ 0x80u;
+      src = u8.data();
+    } else if (kernel_.input == Int8Input::kS16) {
+      if (s16.size() < (size_t)in_elems) s16.resize((size_t)in_elems);
+      for (int64_t i = 0; i < in_elems; ++i) s16[i] = in[i];
+      src = s16.data();
+    }
+    const RowBlockInt8Fn fn = kernel_.fn;
     const int G = v_.ngroups, T = kInt8PixelTile;
     const int ptiles = (num_pixels + T - 1) / T;
     if (num_threads > 1 && !pool) num_threads = 1;
     if (num_threads <= 1) {
-      fn_(v_, src, pixel_base, 0, num_pixels, 0, G, out);
+      fn(v_, src, pixel_base, 0, num_pixels, 0, G, out);
       return;
     }
     int tasks_p = std::max(1, std::min(ptiles, num_threads * 2)), tasks_g = 1;
@@ -218,32 +231,49 @@ class RowBlockInt8 : public PackedGemmInt8 {
       const int p0 = (int)((int64_t)ptiles * tp / tasks_p) * T;
       const int p1 = std::min(num_pixels, (int)((int64_t)ptiles * (tp + 1) / tasks_p) * T);
       const int g0 = (int)((int64_t)G * tg / tasks_g), g1 = (int)((int64_t)G * (tg + 1) / tasks_g);
-      if (p0 < p1 && g0 < g1) fn_(v_, src, pixel_base, p0, p1, g0, g1, out);
+      if (p0 < p1 && g0 < g1) fn(v_, src, pixel_base, p0, p1, g0, g1, out);
     });
   }
 
  private:
   StructureInfo info_;
   bool sparse_ = false;
-  Isa isa_ = Isa::kScalar;
-  RowBlockInt8Fn fn_ = nullptr;
+  RowBlockInt8Kernel kernel_;
   std::vector<int32_t> qstart_, qmid_, qoffs_;
-  Aligned w_, bias_, mult_, lsh_, rsh_;
+  Aligned w_, w16_, bias_, mult_, lsh_, rsh_;
   size_t wbytes_ = 0;
   RowBlockInt8View v_;
 };
 
 }  // namespace
 
-void RowBlockInt8Scalar(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb, int p0,
+RowBlockInt8Kernel SelectRowBlockInt8() {
+  const Isa isa = DetectIsa();
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == Isa::kAvx512 && CpuHasAvx512Vnni())
+    return {RowBlockInt8Vnni, Isa::kAvx512, Int8Input::kU8, "avx512-vnni"};
+  if (isa == Isa::kAvx512 || isa == Isa::kAvx2)  // AVX-512 without VNNI: the AVX2 kernel
+    return {RowBlockInt8Avx2, Isa::kAvx2, Int8Input::kS16, "avx2"};
+#elif defined(__aarch64__)
+  if (isa == Isa::kNeon) {
+    if (CpuHasDotProd()) return {RowBlockInt8NeonDot, Isa::kNeon, Int8Input::kS8, "neon-dotprod"};
+    return {RowBlockInt8Neon, Isa::kNeon, Int8Input::kS8, "neon"};
+  }
+#endif
+  (void)isa;
+  return {RowBlockInt8Scalar, Isa::kScalar, Int8Input::kS8, "scalar"};
+}
+
+void RowBlockInt8Scalar(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
                         int p1, int g0, int g1, int8_t* out) {
+  const int8_t* in = (const int8_t*)input;  // Int8Input::kS8
   for (int g = g0; g < g1; ++g) {
     const int q0 = v.qstart[g], q1 = v.qstart[g + 1];
     const int nl = std::min(16, v.rows - g * 16);
     for (int p = p0; p < p1; ++p) {
       int32_t acc[16];
       for (int l = 0; l < 16; ++l) acc[l] = v.bias[g * 16 + l];
-      const uint8_t* x = in + pb[p];
+      const int8_t* x = in + pb[p];
       for (int q = q0; q < q1; ++q) {
         const int32_t* o = v.qoffs + 4 * q;
         const int32_t a0 = x[o[0]], a1 = x[o[1]], a2 = x[o[2]], a3 = x[o[3]];

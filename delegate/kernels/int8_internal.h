@@ -1,6 +1,7 @@
-// Internal pieces of the int8 kernels (int8_gemm.cc: packing, runners, scalar kernels;
-// int8_avx512.cc: AVX-512 VNNI; int8_avx2.cc: AVX2). Plain data only (see npas_internal.h: the
-// per-ISA files are compiled with target attributes and must not instantiate std templates).
+// Internal pieces of the int8 kernels (int8_gemm.cc: packing, runners, scalar kernels, kernel
+// choice; int8_avx512.cc: AVX-512 VNNI; int8_avx2.cc: AVX2; int8_neon.cc: NEON with and without
+// dot product). Plain data only (see npas_internal.h: the per-ISA files are compiled with target
+// attributes and must not instantiate std templates).
 #pragma once
 
 #include <cstddef>
@@ -18,8 +19,16 @@ namespace internal {
 // qoffs[4q]); quads qmid[g] .. qstart[g+1]-1 are "gathered" (4 arbitrary offsets qoffs[4q+j];
 // unused slots have weight 0 and repeat a valid offset). Weights of quad q: 64 bytes at w + 64q,
 // lane l (row 16g+l) holding the 4 int8 weights of its columns j = 0..3 at w[64q + 4l + j].
-// The kernels read the input as u8 (x + 128); bias[] has -(input_zp + 128) * sum_k W folded in, so
-//   acc = bias' + sum W * (x + 128) = bias + sum W * (x - input_zp)   (exactly).
+// AVX2 reads the same weights from w16, an int16 copy ordered for vpmaddwd (column pairs):
+//   w16[64q + 32h + 16p + 2l + j] = w[64q + 4(8h + l) + 2p + j]   (lane 8h+l, column 2p+j).
+// Each kernel reads the input in its own encoding (Int8Input; Run converts once per call) and
+// bias[] has -zero * sum_k W folded in, zero = input_zp + 128 for kU8, input_zp otherwise, so
+//   acc = bias' + sum W * x_encoded = bias + sum W * (x - input_zp)   (exactly).
+enum class Int8Input {
+  kS8,   // int8 as given (scalar, NEON)
+  kU8,   // u8 = x + 128 (AVX-512 VNNI: vpdpbusd multiplies u8 by s8)
+  kS16,  // int16 = x (AVX2: vpmaddwd multiplies int16 pairs; exact, unlike vpmaddubsw)
+};
 struct RowBlockInt8View {
   int rows = 0;
   int ngroups = 0;
@@ -27,18 +36,23 @@ struct RowBlockInt8View {
   const int32_t* qmid = nullptr;    // [ngroups]
   const int32_t* qoffs = nullptr;   // [nquads * 4]
   const int8_t* w = nullptr;        // [nquads * 64], 64-byte aligned
+  const int16_t* w16 = nullptr;     // [nquads * 64], AVX2 only (else null)
   const int32_t* bias = nullptr;    // [ngroups * 16] (folded)
   const int32_t* mult = nullptr;    // [ngroups * 16]
   const int32_t* lshift = nullptr;  // [ngroups * 16]: max(shift, 0)
   const int32_t* rshift = nullptr;  // [ngroups * 16]: max(-shift, 0)
   int32_t out_zp = 0, act_min = -128, act_max = 127;
 };
-typedef void (*RowBlockInt8Fn)(const RowBlockInt8View& v, const uint8_t* in,
+// `in` points to the input in the kernel's Int8Input encoding; pixel_base/qoffs count elements.
+typedef void (*RowBlockInt8Fn)(const RowBlockInt8View& v, const void* in,
                                const int32_t* pixel_base, int p0, int p1, int g0, int g1,
                                int8_t* out);
 constexpr int kInt8PixelTile = 8;  // pixels per micro-tile (runners split on multiples of it)
 
 // Shared requantization (scalar; the exact TFLite double-rounding arithmetic).
+// For a * b not both INT32_MIN this equals floor((a * b + 2^30) / 2^31) (the nudge -(2^30 - 1) and
+// truncation toward zero of negative products is a floor after adding 2^31 - 1): the AVX2 kernel
+// uses that form and NEON's vqrdmulh computes exactly it.
 inline int32_t SrdhmInt8(int32_t a, int32_t b) {
   const bool overflow = a == b && a == INT32_MIN;
   const int64_t ab = (int64_t)a * (int64_t)b;
@@ -56,12 +70,31 @@ inline int32_t RequantInt8(int32_t acc, int32_t mult, int32_t lshift, int32_t rs
   return RdbpotInt8(SrdhmInt8((int32_t)((uint32_t)acc << lshift), mult), rshift);
 }
 
-void RowBlockInt8Scalar(const RowBlockInt8View&, const uint8_t*, const int32_t*, int, int, int,
-                        int, int8_t*);
+// The row-block kernel for the ISA DetectIsa() allows (AVX-512 VNNI > AVX2 > scalar on x86;
+// NEON dot product > NEON on aarch64); `name` tells the variant apart (tests, benchmarks).
+struct RowBlockInt8Kernel {
+  RowBlockInt8Fn fn = nullptr;
+  Isa isa = Isa::kScalar;
+  Int8Input input = Int8Input::kS8;
+  const char* name = "";
+};
+RowBlockInt8Kernel SelectRowBlockInt8();
+
+void RowBlockInt8Scalar(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
+                        int8_t*);
 #if defined(__x86_64__) || defined(__i386__)
-void RowBlockInt8Vnni(const RowBlockInt8View&, const uint8_t*, const int32_t*, int, int, int, int,
+void RowBlockInt8Vnni(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
+                      int8_t*);
+void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                       int8_t*);
 bool CpuHasAvx512Vnni();
+#endif
+#if defined(__aarch64__)
+void RowBlockInt8NeonDot(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
+                         int8_t*);
+void RowBlockInt8Neon(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
+                      int8_t*);
+bool CpuHasDotProd();  // sdot/udot (compiled in, or HWCAP_ASIMDDP at run time)
 #endif
 
 }  // namespace internal

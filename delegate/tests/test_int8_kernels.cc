@@ -1,7 +1,9 @@
 // Native tests of the int8 kernels: QuantizeMultiplier / MultiplyByQuantizedMultiplier against an
 // independent big-integer formulation, and every int8 kernel kind x ISA x thread count against a
 // direct (unpacked) reference of TFLite's int8 conv / FC / depthwise arithmetic, over a grid of
-// geometries, zero points, activations and pruned weights. Exit code 0 iff everything passed.
+// geometries, zero points, activations and pruned weights. Every ISA of this CPU is forced in turn
+// with NPAS_ISA (x86: scalar, avx2, avx512 = VNNI; aarch64: scalar, neon = dot product or plain
+// NEON, whichever the CPU has; run_aarch64.sh runs both under qemu). Exit code 0 iff all passed.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/int8_internal.h"
 #include "kernels/npas_kernels.h"
 
 using namespace npas;
@@ -141,6 +144,8 @@ static void Prune(std::vector<int8_t>& w, int rows, int cols, int mode, double d
   }
 }
 
+static std::vector<Isa> g_isas;  // ISAs to force (main)
+
 static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mode, double density,
                     int64_t* exact_total) {
   Built b = Geometry(L);
@@ -193,9 +198,10 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
       int32_t r = RefMbqm((int32_t)acc, mult[o], shift[o]) + out_zp;
       ref[(size_t)p * cout + o] = (int8_t)std::min(std::max(r, lo), hi);
     }
-  const char* isas[2] = {"", "scalar"};
-  for (const char* isa : isas) {
+  for (Isa forced : g_isas) {
+    const char* isa = IsaName(forced);
     setenv("NPAS_ISA", isa, 1);
+    const internal::RowBlockInt8Kernel want = internal::SelectRowBlockInt8();
     for (int threads : {1, 2}) {
       std::vector<KernelKind> kinds = {KernelKind::kDense, KernelKind::kRowBlock, KernelKind::kAuto};
       if (L.depthwise) kinds = {KernelKind::kDense, KernelKind::kRowBlock};
@@ -221,13 +227,14 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
           auto k = PackGemmInt8(d, kind, b.pixels, b.pixel_base.data(), in_elems, threads, &dm, &bm, &err);
           if (!k) { Check(false, L.name + " pack: " + err); continue; }
           k->Run(in.data(), in_elems, b.pixel_base.data(), b.pixels, out.data(), SharedThreadPool(), threads);
+          Check(k->isa() == want.isa, L.name + " NPAS_ISA=" + isa + ": kernel ISA " + IsaName(k->isa()));
         }
         size_t bad = 0;
         for (size_t i = 0; i < out.size(); ++i) bad += out[i] != ref[i];
         *exact_total += (int64_t)(out.size() - bad);
         char buf[256];
         std::snprintf(buf, sizeof(buf), "%s zp=%d/%d act=%d prune=%d isa=%s t=%d kind=%s: %zu of %zu differ",
-                      L.name.c_str(), in_zp, out_zp, act, prune_mode, *isa ? isa : "best", threads,
+                      L.name.c_str(), in_zp, out_zp, act, prune_mode, want.name, threads,
                       KernelKindName(kind), bad, out.size());
         Check(bad == 0, buf);
       }
@@ -238,6 +245,18 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
 
 int main() {
   TestMultiplier();
+  const Isa best = DetectIsa();
+  g_isas = {Isa::kScalar};
+  if (best == Isa::kAvx2 || best == Isa::kAvx512) g_isas.push_back(Isa::kAvx2);
+  if (best == Isa::kAvx512) g_isas.push_back(Isa::kAvx512);
+  if (best == Isa::kNeon) g_isas.push_back(Isa::kNeon);
+  std::printf("int8 kernels tested:");
+  for (Isa i : g_isas) {
+    setenv("NPAS_ISA", IsaName(i), 1);
+    std::printf(" %s", internal::SelectRowBlockInt8().name);
+  }
+  unsetenv("NPAS_ISA");
+  std::printf("\n");
   std::vector<Layer> layers;
   auto add = [&](Layer l) { layers.push_back(l); };
   Layer fc; fc.name = "fc 40x70 b3"; fc.fc = true; fc.n = 3; fc.cin = 70; fc.cout = 40; add(fc);

@@ -1,0 +1,180 @@
+// NEON int8 row-block kernels (AArch64; selected at build time like kernels_neon.cc, on other
+// targets this file compiles to nothing). The input is read as int8 (Int8Input::kS8) and a row
+// group of 16 is 4 int32x4_t accumulators per pixel.
+//   dot product  sdot (vdotq_s32): a quad's 16 weight bytes per 4 lanes (w[64q + 4l + j]) against
+//                the pixel's 4 input bytes broadcast = the 4 lanes' sums; P = 4 pixels. Compiled
+//                for +dotprod and used when the compiler targets it (__ARM_FEATURE_DOTPROD) or
+//                getauxval(AT_HWCAP) has HWCAP_ASIMDDP.
+//   plain NEON   vmull_s8 (exact int16 products) + vpadalq_s16 into half sums per lane pair,
+//                combined with vpaddq_s32 before the store; P = 2 pixels.
+// Requantization: vqrdmulhq_s32 is exactly TFLite's SaturatingRoundingDoublingHighMul (see
+// int8_internal.h) and the rounding right shift is gemmlowp's fixup + vrshlq_s32.
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/int8_internal.h"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+#if defined(__ARM_FEATURE_DOTPROD)
+#define NPAS_DOTPROD
+#elif defined(__clang__)
+#define NPAS_DOTPROD __attribute__((target("dotprod")))
+#else
+#define NPAS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))  // as arm_neon.h declares vdotq_s32
+#endif
+
+namespace npas {
+namespace internal {
+
+bool CpuHasDotProd() {
+#if defined(__ARM_FEATURE_DOTPROD)
+  return true;
+#elif defined(__linux__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+inline int32x4_t Requant(int32x4_t acc, int32x4_t mult, int32x4_t lsh, int32x4_t rsh,
+                         int32x4_t zp, int32x4_t lo, int32x4_t hi) {
+  const int32x4_t h = vqrdmulhq_s32(vshlq_s32(acc, lsh), mult);
+  // RoundingDivideByPOT: round half away from zero = subtract 1 from negatives (when rsh > 0),
+  // then a rounding (half up) shift right.
+  const int32x4_t neg_rsh = vnegq_s32(rsh);
+  const int32x4_t fixup = vshrq_n_s32(vandq_s32(h, neg_rsh), 31);
+  const int32x4_t r = vrshlq_s32(vqaddq_s32(h, fixup), neg_rsh);
+  return vminq_s32(vmaxq_s32(vaddq_s32(r, zp), lo), hi);
+}
+
+// Requantizes 16 accumulators of group g and stores the first nl lanes.
+inline void Store(const RowBlockInt8View& v, int g, const int32x4_t* acc, int8_t* dst, int nl) {
+  const int32x4_t zp = vdupq_n_s32(v.out_zp);
+  const int32x4_t lo = vdupq_n_s32(v.act_min), hi = vdupq_n_s32(v.act_max);
+  int16x4_t h[4];
+  for (int k = 0; k < 4; ++k) {
+    const int i = g * 16 + 4 * k;
+    h[k] = vqmovn_s32(Requant(acc[k], vld1q_s32(v.mult + i), vld1q_s32(v.lshift + i),
+                              vld1q_s32(v.rshift + i), zp, lo, hi));
+  }
+  const int8x16_t bytes =
+      vcombine_s8(vqmovn_s16(vcombine_s16(h[0], h[1])), vqmovn_s16(vcombine_s16(h[2], h[3])));
+  if (nl == 16) {
+    vst1q_s8(dst, bytes);
+  } else {
+    int8_t tmp[16];
+    vst1q_s8(tmp, bytes);
+    for (int l = 0; l < nl; ++l) dst[l] = tmp[l];
+  }
+}
+
+inline int32_t Gather4(const int8_t* x, const int32_t* o) {
+  return (int32_t)((uint32_t)(uint8_t)x[o[0]] | ((uint32_t)(uint8_t)x[o[1]] << 8) |
+                   ((uint32_t)(uint8_t)x[o[2]] << 16) | ((uint32_t)(uint8_t)x[o[3]] << 24));
+}
+
+inline int32_t Load4(const int8_t* x) {
+  int32_t word;
+  memcpy(&word, x, 4);
+  return word;
+}
+
+template <int P>
+NPAS_DOTPROD inline void TileDot(const RowBlockInt8View& v, const int8_t* in, const int32_t* pb,
+                                 int p, int g, int8_t* out, int nl) {
+  int32x4_t acc[P][4];
+  for (int k = 0; k < 4; ++k) {
+    const int32x4_t b = vld1q_s32(v.bias + g * 16 + 4 * k);
+    for (int i = 0; i < P; ++i) acc[i][k] = b;
+  }
+  const int8_t* base[P];
+  for (int i = 0; i < P; ++i) base[i] = in + pb[p + i];
+  const int q0 = v.qstart[g], qm = v.qmid[g], q1 = v.qstart[g + 1];
+  for (int q = q0; q < q1; ++q) {
+    const int8_t* wq = v.w + 64 * q;
+    const int8x16_t w0 = vld1q_s8(wq), w1 = vld1q_s8(wq + 16), w2 = vld1q_s8(wq + 32),
+                    w3 = vld1q_s8(wq + 48);
+    const int32_t* o = v.qoffs + 4 * q;
+    for (int i = 0; i < P; ++i) {
+      const int32_t word = q < qm ? Load4(base[i] + o[0]) : Gather4(base[i], o);
+      const int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(word));
+      acc[i][0] = vdotq_s32(acc[i][0], w0, x);
+      acc[i][1] = vdotq_s32(acc[i][1], w1, x);
+      acc[i][2] = vdotq_s32(acc[i][2], w2, x);
+      acc[i][3] = vdotq_s32(acc[i][3], w3, x);
+    }
+  }
+  for (int i = 0; i < P; ++i) Store(v, g, acc[i], out + (size_t)(p + i) * v.rows + g * 16, nl);
+}
+
+template <int P>
+inline void Tile(const RowBlockInt8View& v, const int8_t* in, const int32_t* pb, int p, int g,
+                 int8_t* out, int nl) {
+  // half[i][2k + s]: lanes 4k + 2s, 4k + 2s + 1, each as (columns 0+1, columns 2+3).
+  int32x4_t half[P][8];
+  for (int i = 0; i < P; ++i)
+    for (int k = 0; k < 8; ++k) half[i][k] = vdupq_n_s32(0);
+  const int8_t* base[P];
+  for (int i = 0; i < P; ++i) base[i] = in + pb[p + i];
+  const int q0 = v.qstart[g], qm = v.qmid[g], q1 = v.qstart[g + 1];
+  for (int q = q0; q < q1; ++q) {
+    const int8_t* wq = v.w + 64 * q;
+    int8x16_t w[4];
+    for (int k = 0; k < 4; ++k) w[k] = vld1q_s8(wq + 16 * k);
+    const int32_t* o = v.qoffs + 4 * q;
+    for (int i = 0; i < P; ++i) {
+      const int32_t word = q < qm ? Load4(base[i] + o[0]) : Gather4(base[i], o);
+      const int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(word));
+      for (int k = 0; k < 4; ++k) {
+        half[i][2 * k] = vpadalq_s16(half[i][2 * k], vmull_s8(vget_low_s8(w[k]), vget_low_s8(x)));
+        half[i][2 * k + 1] = vpadalq_s16(half[i][2 * k + 1], vmull_high_s8(w[k], x));
+      }
+    }
+  }
+  for (int i = 0; i < P; ++i) {
+    int32x4_t acc[4];
+    for (int k = 0; k < 4; ++k)
+      acc[k] = vaddq_s32(vld1q_s32(v.bias + g * 16 + 4 * k),
+                         vpaddq_s32(half[i][2 * k], half[i][2 * k + 1]));
+    Store(v, g, acc, out + (size_t)(p + i) * v.rows + g * 16, nl);
+  }
+}
+
+}  // namespace
+
+NPAS_DOTPROD void RowBlockInt8NeonDot(const RowBlockInt8View& v, const void* input,
+                                      const int32_t* pb, int p0, int p1, int g0, int g1,
+                                      int8_t* out) {
+  const int8_t* in = (const int8_t*)input;
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    int p = p0;
+    for (; p + 4 <= p1; p += 4) TileDot<4>(v, in, pb, p, g, out, nl);
+    for (; p < p1; ++p) TileDot<1>(v, in, pb, p, g, out, nl);
+  }
+}
+
+void RowBlockInt8Neon(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
+                      int p1, int g0, int g1, int8_t* out) {
+  const int8_t* in = (const int8_t*)input;
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    int p = p0;
+    for (; p + 2 <= p1; p += 2) Tile<2>(v, in, pb, p, g, out, nl);
+    for (; p < p1; ++p) Tile<1>(v, in, pb, p, g, out, nl);
+  }
+}
+
+}  // namespace internal
+}  // namespace npas
+#endif
