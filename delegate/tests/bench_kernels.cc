@@ -2,8 +2,13 @@
 // Usage: bench_kernels [layer-substring] [threads (default: 1 and 2)] [reps]
 // Prints, per case, the best-of-reps time of each kernel kind and the effective GFLOP/s
 // (dense FLOPs / time), so sparse kernels are compared on the work they replace.
+//        bench_kernels int8 [threads (default 1)] [reps]
+// int8 row-block kernels of every ISA (scalar, AVX2, AVX-512 VNNI) against fp32 row-block (AVX2,
+// AVX-512) on FC 1024x1024 (batch 1) and conv 3x3 256->256 @ 28x28, dense and block16x16 at 1/8;
+// the runs of all variants are interleaved and the fastest of each is kept.
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/int8_internal.h"
 #include "kernels/npas_kernels.h"
 
 using namespace npas;
@@ -100,8 +106,89 @@ static double BestMs(F&& f, int reps) {
   return t[0];
 }
 
+static double MsOnce(const std::function<void()>& f) {
+  auto a = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+}
+
+static void BenchInt8(int th, int reps) {
+  std::printf("int8 vs fp32 row-block, %d thread(s), fastest of %d interleaved runs (ms)\n", th, reps);
+  for (const Layer& l : {Fc(1024, 1024), Conv(256, 256, 3, 28)}) {
+    const int np = (int)l.pixel_base.size();
+    std::vector<float> inf(l.in_elems);
+    for (auto& x : inf) x = Uni();
+    std::vector<int8_t> in8(l.in_elems);
+    for (auto& x : in8) x = (int8_t)std::lround(Uni() * 127);
+    std::vector<float> outf((size_t)np * l.rows);
+    std::vector<int8_t> out8((size_t)np * l.rows);
+    for (double dens : {1.0, 0.125}) {
+      const auto wf = MakeWeights(dens == 1.0 ? "dense" : "block16x16", l.rows, l.cols, dens);
+      const KernelKind kind = dens == 1.0 ? KernelKind::kDense : KernelKind::kRowBlock;
+      float wmax = 0.f;
+      for (float x : wf) wmax = std::max(wmax, std::fabs(x));
+      std::vector<int8_t> w8(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) w8[i] = (int8_t)std::lround(wf[i] / wmax * 127.f);
+      std::vector<int32_t> mult(l.rows), shift(l.rows);
+      for (int r = 0; r < l.rows; ++r) {
+        int sh;
+        QuantizeMultiplier(0.0004, &mult[r], &sh);
+        shift[r] = sh;
+      }
+      std::vector<std::string> names;
+      std::vector<std::function<void()>> runs;
+      std::vector<std::shared_ptr<void>> keep;
+      for (const char* isa : {"avx2", "avx512"}) {
+        setenv("NPAS_ISA", isa, 1);
+        if (DetectIsa() != (std::string(isa) == "avx2" ? Isa::kAvx2 : Isa::kAvx512)) continue;
+        GemmDesc d;
+        d.rows = l.rows; d.cols = l.cols; d.kh = d.kw = l.kh; d.cin = l.cin;
+        d.weights = wf.data(); d.col_offset = l.col_offset.data(); d.act_min = 0.f;
+        std::string err;
+        std::shared_ptr<PackedGemm> g(PackGemm(d, kind, np, l.pixel_base.data(), l.in_elems, th, nullptr, nullptr, &err).release());
+        keep.push_back(g);
+        names.push_back(std::string("fp32-") + isa);
+        runs.push_back([&, g] { g->Run(inf.data(), l.pixel_base.data(), np, outf.data(), SharedThreadPool(), th); });
+      }
+      for (const char* isa : {"scalar", "avx2", "avx512"}) {
+        setenv("NPAS_ISA", isa, 1);
+        const char* kname = internal::SelectRowBlockInt8().name;
+        if (std::find(names.begin(), names.end(), std::string("int8-") + kname) != names.end()) continue;
+        GemmInt8Desc d;
+        d.rows = l.rows; d.cols = l.cols; d.kh = d.kw = l.kh; d.cin = l.cin;
+        d.weights = w8.data(); d.col_offset = l.col_offset.data();
+        d.multiplier = mult.data(); d.shift = shift.data(); d.act_min = -128;
+        std::string err;
+        std::shared_ptr<PackedGemmInt8> g(PackGemmInt8(d, kind, np, l.pixel_base.data(), l.in_elems, th, nullptr, nullptr, &err).release());
+        keep.push_back(g);
+        names.push_back(std::string("int8-") + kname);
+        runs.push_back([&, g] { g->Run(in8.data(), l.in_elems, l.pixel_base.data(), np, out8.data(), SharedThreadPool(), th); });
+      }
+      unsetenv("NPAS_ISA");
+      std::vector<double> best(runs.size(), 1e30);
+      for (auto& r : runs) r();  // warm-up
+      for (int i = 0; i < reps; ++i)
+        for (size_t k = 0; k < runs.size(); ++k) best[k] = std::min(best[k], MsOnce(runs[k]));
+      std::printf("%-22s dens %.3f:", l.name.c_str(), dens);
+      for (size_t k = 0; k < runs.size(); ++k) std::printf("  %s %.4f", names[k].c_str(), best[k]);
+      std::printf("\n");
+      // Ratios against fp32 AVX2 (the first entry when the CPU has AVX2).
+      if (!names.empty() && names[0] == "fp32-avx2") {
+        std::printf("%-22s   speed vs fp32-avx2:", "");
+        for (size_t k = 1; k < runs.size(); ++k) std::printf("  %s %.2fx", names[k].c_str(), best[0] / best[k]);
+        std::printf("\n");
+      }
+      std::fflush(stdout);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   std::string filter = argc > 1 ? argv[1] : "";
+  if (filter == "int8") {
+    BenchInt8(argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argc > 3 ? atoi(argv[3]) : 30);
+    return 0;
+  }
   std::vector<int> threads = {1, 2};
   if (argc > 2 && atoi(argv[2]) > 0) threads = {atoi(argv[2])};
   int reps = argc > 3 ? atoi(argv[3]) : 15;

@@ -3,10 +3,12 @@
 # Android Java/JNI wrapper:
 #   1. installs g++-aarch64-linux-gnu and qemu-user if missing (root only; otherwise prints a
 #      SKIP line and exits 0),
-#   2. builds npas_kernels, test_kernels, npas_delegate and npas_jni for aarch64 with
-#      delegate/cmake/aarch64-linux-gnu.cmake into build/aarch64,
+#   2. builds npas_kernels, test_kernels, test_int8_kernels, npas_delegate and npas_jni for aarch64
+#      with delegate/cmake/aarch64-linux-gnu.cmake into build/aarch64,
 #   3. runs test_kernels under `qemu-aarch64 -L /usr/aarch64-linux-gnu` (every NEON kernel against
-#      the double-precision reference, same grid as x86),
+#      the double-precision reference, same grid as x86), and test_int8_kernels twice: with
+#      `-cpu max` (has dot product: the sdot kernel) and `-cpu cortex-a57` (ARMv8.0, no dot product:
+#      the vmull/vpadal fallback), each bit-exact against the int8 reference,
 #   4. checks the .so files are AArch64 and export the delegate's C entry points,
 #   5. compiles android/ Java sources with javac against the stub org.tensorflow.lite.Delegate,
 #   6. builds libnpas_jni.so for the host (build/jni-host) and runs the JNI smoke test in a JVM
@@ -49,7 +51,7 @@ for cand in "${JAVA_HOME:-}" /usr/lib/jvm/*; do
   fi
 done
 JNI_ARGS=(-DNPAS_JNI=OFF)
-TARGETS=(npas_kernels test_kernels npas_delegate)
+TARGETS=(npas_kernels test_kernels test_int8_kernels npas_delegate)
 if [[ -n "$JNI_HOME" ]]; then
   JNI_ARGS=(-DNPAS_JNI=ON "-DNPAS_JNI_INCLUDE_DIRS=$JNI_HOME/include;$JNI_HOME/include/linux")
   TARGETS+=(npas_jni)
@@ -69,6 +71,15 @@ step "test_kernels under qemu-aarch64"
 out="$(qemu-aarch64 -L "$SYSROOT" "$BUILD_DIR/test_kernels")" || { echo "$out"; echo "FAIL: test_kernels (aarch64)"; exit 1; }
 echo "$out" | tail -n 3
 grep -q "ISAs tested:.* neon" <<<"$out" || { echo "FAIL: test_kernels did not test the NEON kernels"; exit 1; }
+for cpu_kernel in "max neon-dotprod" "cortex-a57 neon"; do
+  read -r cpu kernel <<<"$cpu_kernel"
+  step "test_int8_kernels under qemu-aarch64 -cpu $cpu"
+  out="$(qemu-aarch64 -cpu "$cpu" -L "$SYSROOT" "$BUILD_DIR/test_int8_kernels")" ||
+    { echo "$out"; echo "FAIL: test_int8_kernels (aarch64, -cpu $cpu)"; exit 1; }
+  echo "$out" | tail -n 3
+  grep -q "int8 kernels tested:.* $kernel\$" <<<"$out" ||
+    { echo "FAIL: test_int8_kernels (-cpu $cpu) did not test the $kernel kernel"; exit 1; }
+done
 
 # ---- 4. binaries ----------------------------------------------------------------------------------
 step "checking the aarch64 binaries"
