@@ -23,12 +23,13 @@
 #endif
 #endif
 
+// Without a +dotprod compiler target, the sdot kernel alone is built for ARMv8.2-A + dot product
+// (the form arm_neon.h declares vdotq_s32 under; GCC and Clang both accept it) and is only called
+// after CpuHasDotProd().
 #if defined(__ARM_FEATURE_DOTPROD)
 #define NPAS_DOTPROD
-#elif defined(__clang__)
-#define NPAS_DOTPROD __attribute__((target("dotprod")))
 #else
-#define NPAS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))  // as arm_neon.h declares vdotq_s32
+#define NPAS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif
 
 namespace npas {
