@@ -13,14 +13,17 @@ pruning rate over `trials` values. Each method reports its best trial within the
         --out benchmarks/results/search_fashion_mnist.json
     python benchmarks/search.py --trials 2 --epochs 1 --seeds 0 --dataset digits --limit 800  # smoke
 
+With --final-epochs F each run's best feasible model is retrained from the dense model for
+epochs + F ("final" in its run; the dense "reference" then gets as many epochs).
+
 Writes JSON {"benchmark": "search", "machine", "command", "budget_ms", "dense": {accuracy and
 latency after pre-training; "reference": the dense model trained for the same epochs as the
-final pruned model (pre-training + one fine-tune); "equal_compute": trained for pre-training +
-trials x epochs}, "runs": [{"method", "seed", "best_score", "best_latency_ms", "trials",
-"feasible_trials", "training_epochs", "rejected", "seconds", "points": [{accuracy, latency_ms,
-feasible}]}], "summary": {method: {"mean_best_score", "best_scores", "best_latencies_ms",
-"mean_feasible_fraction", "training_epochs"}}}, and a PNG (accuracy vs latency, best per method)
-beside it.
+final pruned model (pre-training + epochs [+ final epochs]); "equal_compute": trained for
+pre-training + trials x epochs}, "runs": [{"method", "seed", "best_score", "best_latency_ms",
+"trials", "feasible_trials", "training_epochs", "rejected", "seconds", "points": [{accuracy,
+latency_ms, feasible}], "final"}], "summary": {method: {"mean_best_score", "best_scores",
+"best_latencies_ms", "mean_feasible_fraction", "training_epochs", "final_accuracies"}}}, and a
+PNG (accuracy vs latency, best per method) beside it.
 """
 import argparse
 import json
@@ -51,15 +54,12 @@ def load(dataset, limit):
     return x, y, xt, yt
 
 
-def fixed_mapping_trial(build, pretrained, mapping, x, y, xt, yt, epochs, table):
-    """The dense architecture pruned with `mapping` ({layer: Scheme | None}), fine-tuned from
+def fixed_mapping_trial(model, pretrained, mapping, x, y, xt, yt, epochs, table):
+    """`model` (built, dense) pruned with `mapping` ({layer: Scheme | None}), fine-tuned from
     `pretrained`: (validation accuracy, measured latency ms)."""
-    from keras_tuner import HyperParameters
-
     import npas_keras
     from npas_keras.tuner import inherit_weights, pruned_for_fine_tune
 
-    model = build(HyperParameters())
     inherit_weights(pretrained, model)
     pruned = pruned_for_fine_tune(model, mapping)
     wrapped = pruned is not model
@@ -105,8 +105,8 @@ def run_sweep(method, build, dense, data_, args, table, budget):
     shape_model = build(HyperParameters())
     points = []
     for rate in sweep_rates(args.trials):
-        acc, ms = fixed_mapping_trial(build, dense, fn(shape_model, rate), x, y, xt, yt,
-                                      args.epochs, table)
+        acc, ms = fixed_mapping_trial(build(HyperParameters()), dense, fn(shape_model, rate),
+                                      x, y, xt, yt, args.epochs, table)
         points.append({"rate": rate, "accuracy": acc, "latency_ms": ms,
                        "feasible": bool(ms <= budget)})
         print(f"  {method} rate {rate}: acc {acc:.4f} {ms:.4f} ms", file=sys.stderr, flush=True)
@@ -144,6 +144,25 @@ def run_tuner(method, build, dense, data_, args, table, budget, seed, work):
     return points, int(getattr(tuner.oracle, "rejected_count", 0))
 
 
+def retrain_best(method, best, build, dense, data_, epochs, table):
+    """The final model: the best feasible trial's architecture and mapping, fine-tuned again from
+    the dense model for `epochs` (the search's epochs per trial + --final-epochs)."""
+    from keras_tuner import HyperParameters
+
+    from npas_keras.tuner import NPASHyperModel
+
+    hp = HyperParameters()
+    hp.values = dict(best.get("values", {}))
+    if method in ("uniform", "rules"):
+        model = build(hp)
+        mapping = mapping_fn(method, table)(model, best["rate"])
+    else:
+        hypermodel = NPASHyperModel(build)
+        model = hypermodel.build(hp)
+        mapping = hypermodel.mapping(model, hp.values)
+    return fixed_mapping_trial(model, dense, mapping, *data_, epochs, table)
+
+
 def train_dense_reference(build, dense, x, y, xt, yt, extra_epochs, seed):
     """Accuracy of a copy of `dense` trained `extra_epochs` more, at each epoch count in
     `extra_epochs` (sorted list); the dense baseline at equal training."""
@@ -178,7 +197,10 @@ def summarize(runs, methods):
             "mean_feasible_fraction": float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
                                                      for r in rs])),
             "training_epochs": int(sum(r["training_epochs"] for r in rs)),
-            "training_epochs_per_seed": [r["training_epochs"] for r in rs]}
+            "training_epochs_per_seed": [r["training_epochs"] for r in rs],
+            "final_accuracies": [r["final"]["accuracy"] if "final" in r else None for r in rs],
+            "final_latencies_ms": [r["final"]["latency_ms"] if "final" in r else None
+                                   for r in rs]}
     return summary
 
 
@@ -220,6 +242,8 @@ def main(argv=None):
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--trials", type=int, default=4, help="fine-tuned models per method and seed")
     ap.add_argument("--epochs", type=int, default=1, help="fine-tune epochs per trial")
+    ap.add_argument("--final-epochs", type=int, default=0,
+                    help="retrain each run's best model for epochs + this many (0 = skip)")
     ap.add_argument("--pretrain-epochs", type=int, default=3, help="dense pre-training (once)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--limit", type=int, default=12000, help="training examples used (0 = all)")
@@ -264,7 +288,8 @@ def main(argv=None):
     print(f"dense: acc {dense_acc:.4f}, {dense_ms:.4f} ms; budget {budget:.4f} ms",
           file=sys.stderr, flush=True)
     ref = train_dense_reference(build, dense, x, y, xt, yt,
-                                sorted({args.epochs, args.trials * args.epochs}), seed=0)
+                                sorted({args.epochs + args.final_epochs,
+                                        args.trials * args.epochs}), seed=0)
     out = {"benchmark": "search", "machine": table.machine, "dataset": args.dataset,
            "command": "python benchmarks/search.py " + " ".join(argv if argv is not None
                                                                  else sys.argv[1:]),
@@ -276,8 +301,9 @@ def main(argv=None):
            "dense": {"filters": list(filters), "units": args.units,
                      "params": int(dense.count_params()), "accuracy": dense_acc,
                      "latency_ms": dense_ms, "pretrain_epochs": args.pretrain_epochs,
-                     "reference": {"epochs": args.pretrain_epochs + args.epochs,
-                                   "accuracy": ref[args.epochs]},
+                     "reference": {"epochs": args.pretrain_epochs + args.epochs
+                                   + args.final_epochs,
+                                   "accuracy": ref[args.epochs + args.final_epochs]},
                      "equal_compute": {"epochs": args.pretrain_epochs + args.trials * args.epochs,
                                        "accuracy": ref[args.trials * args.epochs]}},
            "runs": []}
@@ -304,6 +330,11 @@ def main(argv=None):
                    "trials": len(points), "feasible_trials": len(feasible),
                    "training_epochs": len(points) * args.epochs, "rejected": rejected,
                    "seconds": time.time() - t0, "points": points}
+            if best and args.final_epochs:
+                acc, ms = retrain_best(method, best, build, dense, data_,
+                                       args.epochs + args.final_epochs, table)
+                run["final"] = {"epochs": args.epochs + args.final_epochs, "accuracy": acc,
+                                "latency_ms": ms, "feasible": bool(ms <= budget)}
             out["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "points"}), file=sys.stderr,
                   flush=True)
