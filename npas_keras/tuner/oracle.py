@@ -1,15 +1,18 @@
 """NPASOracle: RL proposals ranked by Bayesian optimization, with a latency budget.
 
 Each new trial:
-  1. the policy (independent categoricals, REINFORCE) first learns from trials that finished
-     since the last call (reward = signed objective score; a trial measured over the budget, or a
-     candidate predicted over it, gets a penalty reward);
-  2. it samples a pool of `pool_size` distinct, untried configurations;
-  3. before `num_initial_points` trials have completed they are taken in sampled order; after,
-     a Gaussian process (scikit-learn) fitted on completed trials scores them with UCB or EI;
-  4. candidates are checked in that order with the latency predictor; those predicted over the
-     budget (or that the predictor cannot build) are rejected without training; the first
-     feasible one becomes the trial.
+  0. the `initial_values` (e.g. the rule-based mapping at full width) come first, in order, each
+     one that the predictor puts within the budget;
+  1. the policy (independent categoricals, REINFORCE) learns from trials that finished since the
+     last call (reward = signed objective score within the budget; over it the reward drops with
+     the overshoot, see `_reward`);
+  2. it samples a pool of `pool_size` distinct, untried configurations, and the latency predictor
+     (scaled by the measured / predicted ratio of finished trials, so a systematic predictor
+     error is corrected) rejects those over the budget without training;
+  3. before `num_initial_points` trials have completed the feasible rest is taken closest to the
+     budget first (more latency spent, more weights kept); after, a Gaussian process
+     (scikit-learn) fitted on completed trials, with latency / budget as one more input, scores
+     them with UCB or EI; the best becomes the trial.
 """
 import collections
 import math
@@ -76,13 +79,15 @@ class NPASOracle(oracle_module.Oracle):
         learning_rate, baseline_decay, temperature: the REINFORCE policy's settings.
         max_pool_rounds: how many pools to try when all candidates are infeasible before stopping.
         gp_restarts: optimizer restarts for the GP's kernel hyperparameters.
+        initial_values: value dicts tried first, in order (missing hps take their defaults);
+            those predicted over the budget or already tried are skipped.
     """
 
     def __init__(self, objective=None, max_trials=10, hyperparameters=None,
                  latency_predictor=None, latency_budget_ms=None, num_initial_points=3,
                  pool_size=32, acquisition="ucb", beta=2.0, learning_rate=0.3,
                  baseline_decay=0.8, temperature=1.0, max_pool_rounds=8, gp_restarts=2,
-                 allow_new_entries=True, tune_new_entries=True, seed=None,
+                 initial_values=None, allow_new_entries=True, tune_new_entries=True, seed=None,
                  max_retries_per_trial=0, max_consecutive_failed_trials=3):
         if acquisition not in ("ucb", "ei"):
             raise ValueError(f"acquisition must be 'ucb' or 'ei', got {acquisition!r}")
@@ -102,6 +107,8 @@ class NPASOracle(oracle_module.Oracle):
         self.max_pool_rounds = int(max_pool_rounds)
         self.gp_restarts = int(gp_restarts)
         self.policy = CategoricalPolicy(learning_rate, baseline_decay, temperature)
+        self.initial_values = [dict(v) for v in (initial_values or [])]
+        self._seeded = 0             # initial_values consumed
         self._consumed = []          # trial ids whose reward the policy has learned from
         self._draws = 0              # pools drawn (seeds the per-pool RNG deterministically)
         self._rejected = []          # [{"values", "predicted_ms", "reason"}] (last 200)
@@ -136,6 +143,33 @@ class NPASOracle(oracle_module.Oracle):
         spread = float(np.std(rewards)) if len(rewards) > 1 else abs(rewards[0]) * 0.1
         return min(rewards) - max(spread, 1e-3)
 
+    def _overshoot(self, ms):
+        """Relative excess of `ms` over the budget (0 within it)."""
+        if self.latency_budget_ms is None or ms is None:
+            return 0.0
+        return max(0.0, float(ms) / self.latency_budget_ms - 1.0)
+
+    def _reward(self, score, ms):
+        """The policy's reward for a trial: its (signed) score within the budget, whatever the
+        slack (a model far under budget earns nothing extra); over it, the score less one reward
+        std plus one more per 10% of overshoot (capped at 3): a near miss (latency noise) still
+        says more about the choices than one far over."""
+        over = self._overshoot(ms)
+        if over <= 0.0:
+            return score
+        return score - self.policy.reward_scale() * min(1.0 + over / 0.1, 3.0)
+
+    def latency_ratio(self):
+        """Median measured / predicted latency of finished trials (1.0 before any): the factor
+        that corrects the predictor's systematic error on this search's models."""
+        ratios = []
+        for trial_id, ms in self._predicted.items():
+            trial = self.trials.get(trial_id)
+            measured = None if trial is None else self.trial_latency(trial)
+            if ms and measured:
+                ratios.append(float(measured) / float(ms))
+        return float(np.median(ratios)) if ratios else 1.0
+
     def _indices(self, values):
         out = {}
         for hp in self.hyperparameters.space:
@@ -154,9 +188,7 @@ class NPASOracle(oracle_module.Oracle):
                 continue
             if not np.isfinite(trial.score):
                 continue
-            reward = self._sign() * float(trial.score)
-            if not self.is_feasible_trial(trial):
-                reward = self._penalty() if self._penalty() is not None else reward - 1.0
+            reward = self._reward(self._sign() * float(trial.score), self.trial_latency(trial))
             self.policy.update(self._indices(trial.hyperparameters.values), reward)
 
     def _sample_values(self, rng):
@@ -198,53 +230,105 @@ class NPASOracle(oracle_module.Oracle):
             self._latency_cache[h] = ms
         return self._latency_cache[h]
 
-    def is_feasible(self, values):
+    def is_feasible(self, values, ratio=None):
+        """(ok, predicted ms, reason); the prediction is scaled by `latency_ratio()`."""
         ms = self.predict_latency(values)
         if ms is None:
             return False, ms, "invalid"
-        if self.latency_budget_ms is not None and ms > self.latency_budget_ms:
+        ratio = self.latency_ratio() if ratio is None else ratio
+        if self.latency_budget_ms is not None and ms * ratio > self.latency_budget_ms:
             return False, ms, "over_budget"
         return True, ms, None
 
-    def _reject(self, values, ms, reason):
+    def _reject(self, values, ms, reason, learn=False):
+        """Counts a candidate rejected untrained; with `learn` (a pool with no feasible
+        candidate) the policy also learns from it: the expected score (baseline) less the
+        overshoot penalty of `_reward`. Otherwise the predictor's filter alone keeps such
+        candidates out, so the policy is not pushed far under the budget by them."""
         self._rejected_count += 1
         self._rejected.append({"values": dict(values), "predicted_ms": ms, "reason": reason})
         self._rejected = self._rejected[-200:]
-        penalty = self._penalty()
-        if penalty is not None:
-            self.policy.update(self._indices(values), penalty)
+        if not learn:
+            return
+        if reason == "over_budget" and self.policy.baseline is not None:
+            reward = self._reward(self.policy.baseline, ms * self.latency_ratio())
+        else:
+            reward = self._penalty()
+        if reward is not None:
+            self.policy.update(self._indices(values), reward)
 
-    def rank_pool(self, pool):
-        """Pool indices in the order to try them: sampled order, or by acquisition."""
+    def rank_pool(self, pool, latencies=None):
+        """Pool indices in the order to try them: closest under the budget first before the GP,
+        then by acquisition (GP inputs: the encoded values and latency / budget)."""
         completed = self._completed()
+        budget = self.latency_budget_ms
+        if latencies is None:
+            latencies = [self.predict_latency(v) for v in pool]
+        ratio = self.latency_ratio()
+        lat = np.asarray([np.nan if ms is None else ms * ratio for ms in latencies])
         if len(completed) < max(self.num_initial_points, 2) or len(pool) <= 1:
-            return list(range(len(pool)))
+            if budget is None or self.latency_predictor is None:
+                return list(range(len(pool)))
+            return list(np.argsort(-np.nan_to_num(lat, nan=-np.inf), kind="stable"))
         encoder = SpaceEncoder(self.hyperparameters)
-        if encoder.dim == 0:
-            return list(range(len(pool)))
         x = encoder.encode_many([t.hyperparameters.values for t in completed])
+        xp = encoder.encode_many(pool)
+        if budget is not None and self.latency_predictor is not None:
+            done = []
+            for t in completed:
+                ms = self.trial_latency(t)
+                if ms is None:
+                    ms = self.predict_latency(t.hyperparameters.values)
+                    ms = np.nan if ms is None else ms * ratio
+                done.append(ms)
+            x = np.hstack([x, np.nan_to_num(np.asarray(done, float) / budget, nan=0.0)[:, None]])
+            xp = np.hstack([xp, np.nan_to_num(lat / budget, nan=0.0)[:, None]])
+        if x.shape[1] == 0:
+            return list(range(len(pool)))
         y = self._sign() * np.asarray([t.score for t in completed], dtype=np.float64)
         gp = fit_gp(x, y, seed=int(self.seed) % (2**31), restarts=self.gp_restarts)
-        scores = acquisition_scores(gp, encoder.encode_many(pool), self.acquisition, self.beta,
-                                    best=float(np.max(y)))
+        scores = acquisition_scores(gp, xp, self.acquisition, self.beta, best=float(np.max(y)))
         return list(np.argsort(-scores, kind="stable"))
 
     # -- Oracle API ------------------------------------------------------------------------------
+    def _next_initial(self, trial_id):
+        while self._seeded < len(self.initial_values):
+            hps = self.get_space()
+            hps.values.update(self.initial_values[self._seeded])
+            self._seeded += 1
+            values = hps.values
+            if self._duplicate(values):
+                continue
+            ok, ms, reason = self.is_feasible(values)
+            if ok:
+                self._predicted[trial_id] = ms
+                return values
+            self._reject(values, ms, reason)
+        return None
+
     def populate_space(self, trial_id):
         self._learn_from_finished()
+        values = self._next_initial(trial_id)
+        if values is not None:
+            return {"status": trial_module.TrialStatus.RUNNING, "values": values}
         for _ in range(self.max_pool_rounds):
             rng = np.random.default_rng([int(self.seed) % (2**31), self._draws])
             self._draws += 1
             pool = self._sample_pool(rng)
             if not pool:
                 return {"status": trial_module.TrialStatus.STOPPED, "values": None}
-            for i in self.rank_pool(pool):
-                values = pool[i]
-                ok, ms, reason = self.is_feasible(values)
-                if ok:
-                    self._predicted[trial_id] = ms
-                    return {"status": trial_module.TrialStatus.RUNNING, "values": values}
-                self._reject(values, ms, reason)
+            ratio = self.latency_ratio()
+            checks = [self.is_feasible(v, ratio) for v in pool]
+            feasible = [i for i, c in enumerate(checks) if c[0]]
+            for values, (ok, ms, reason) in zip(pool, checks):
+                if not ok:
+                    self._reject(values, ms, reason, learn=not feasible)
+            if not feasible:
+                continue
+            sub = [pool[i] for i in feasible]
+            best = feasible[self.rank_pool(sub, [checks[i][1] for i in feasible])[0]]
+            self._predicted[trial_id] = checks[best][1]
+            return {"status": trial_module.TrialStatus.RUNNING, "values": pool[best]}
         warnings.warn(f"NPASOracle: no configuration within the latency budget "
                       f"({self.latency_budget_ms} ms) after {self.max_pool_rounds} pools; "
                       "stopping the search")
@@ -276,6 +360,7 @@ class NPASOracle(oracle_module.Oracle):
                 "latency_cache": dict(self._latency_cache),
                 "predicted": dict(self._predicted),
                 "latency_budget_ms": self.latency_budget_ms,
+                "seeded": self._seeded,
             }
         })
         return state
@@ -292,3 +377,4 @@ class NPASOracle(oracle_module.Oracle):
         self._rejected_count = int(npas["rejected_count"])
         self._latency_cache = dict(npas["latency_cache"])
         self._predicted = dict(npas["predicted"])
+        self._seeded = int(npas.get("seeded", 0))

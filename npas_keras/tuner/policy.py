@@ -44,7 +44,8 @@ class CategoricalPolicy:
         p = p / p.sum()
         return int(rng.choice(size, p=p))
 
-    def _scale(self):
+    def reward_scale(self):
+        """The standard deviation of the rewards seen (1.0 before two): the unit of a step."""
         if len(self.rewards) < 2:
             return 1.0
         s = float(np.std(self.rewards))
@@ -60,7 +61,7 @@ class CategoricalPolicy:
         if self.baseline is None:
             self.baseline = reward
             return
-        advantage = (reward - self.baseline) / self._scale()
+        advantage = (reward - self.baseline) / self.reward_scale()
         for name, idx in indices.items():
             if name not in self.logits or idx is None:
                 continue
