@@ -96,7 +96,7 @@ PRUNED_LAYERS = {"cnn": ("conv2", "conv3", "conv4", "fc1"), "gru": ("gru",)}
 
 
 # ---------------------------------------------------------------------------------- schemes
-def scheme_for(name, compression, layer, block=BLOCK):
+def scheme_for(name, compression, layer, block=(BLOCK, BLOCK)):
     """The Scheme of one layer for a row (scheme name, compression)."""
     from npas_keras.layers import prunable_weights
     from npas_keras.schemes import Scheme
@@ -106,7 +106,7 @@ def scheme_for(name, compression, layer, block=BLOCK):
     rows = min(v.matrix_shape[0] for v in views)
     cols = min(v.matrix_shape[1] for v in views)
     conv3x3 = all(v.kernel_hw == (3, 3) for v in views)
-    bs = (min(block, rows), min(block, cols))
+    bs = (min(block[0], rows), min(block[1], cols))
     if name == "unstructured" or name == "filter":
         return Scheme(name, rate=rate)
     if name == "n_m":
@@ -125,8 +125,9 @@ def scheme_for(name, compression, layer, block=BLOCK):
     raise ValueError(f"unknown scheme {name!r}")
 
 
-def scheme_map(model, kind, name, compression):
-    return {ln: scheme_for(name, compression, model.get_layer(ln)) for ln in PRUNED_LAYERS[kind]}
+def scheme_map(model, kind, name, compression, block=(BLOCK, BLOCK)):
+    return {ln: scheme_for(name, compression, model.get_layer(ln), block)
+            for ln in PRUNED_LAYERS[kind]}
 
 
 def measured_density(pruned):
@@ -282,7 +283,7 @@ class Runner:
             schemes_used = {}
         else:
             base = self.build(kind)
-            smap = scheme_map(base, kind, scheme, compression)
+            smap = scheme_map(base, kind, scheme, compression, tuple(self.args.block_shape))
             rate = 1.0 - 1.0 / compression
             if algorithm == "schedule":
                 model, epochs = self.run_schedule(kind, smap, rate)
@@ -343,6 +344,8 @@ def parse_args(argv=None):
                    help="schedule: fraction of the fine-tune steps over which sparsity ramps to target")
     p.add_argument("--mask-updates-per-epoch", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--block-shape", type=int, nargs=2, default=[BLOCK, BLOCK], metavar=("R", "C"),
+                   help="block_punched / bcr block (rows, cols), clipped to each layer")
     p.add_argument("--train-subset", type=int, default=None, help="train on N random images")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--cnn-widths", type=int, nargs=5, default=None, metavar=("C1", "C2", "C3", "C4", "FC"),
@@ -433,7 +436,7 @@ def main(argv=None):
                    "epochs", "finetune_epochs", "admm_epochs", "retrain_epochs", "lr",
                    "finetune_lr", "admm_lr", "rho", "rho_growth", "admm_updates_per_epoch",
                    "ramp", "mask_updates_per_epoch", "batch_size", "train_subset", "cnn_widths",
-                   "gru_units", "seed")},
+                   "gru_units", "block_shape", "seed")},
                "pruned_layers": {k: list(v) for k, v in PRUNED_LAYERS.items() if k in args.models},
                "dense": {k: {"test_accuracy": round(v[1], 6), "seconds": round(v[2], 1)}
                          for k, v in runner.dense.items()},
