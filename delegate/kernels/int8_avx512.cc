@@ -4,11 +4,23 @@
 // after CPU detection (see npas_internal.h on what this file may instantiate).
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <stdlib.h>
 
 #include "kernels/int8_internal.h"
 
+// GCC 12 flags the intrinsics' own "undefined" idiom (__m512i __Y = __Y) under target pragmas.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace npas {
 namespace internal {
+
+bool CpuHasAvx512Vbmi() {
+  __builtin_cpu_init();
+  const char* off = getenv("NPAS_INT8_NO_VBMI");
+  if (off && *off && *off != '0') return false;
+  return __builtin_cpu_supports("avx512vbmi");
+}
 
 bool CpuHasAvx512Vnni() {
   __builtin_cpu_init();
@@ -21,29 +33,26 @@ bool CpuHasAvx512Vnni() {
 
 namespace {
 
-// (a * b + nudge) / 2^31 truncated toward zero, for int64 products.
-static inline __m512i HighMul64(__m512i ab) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __mmask8 neg = _mm512_cmplt_epi64_mask(ab, zero);
-  const __m512i nudge = _mm512_mask_blend_epi64(neg, _mm512_set1_epi64(1ll << 30),
-                                                _mm512_set1_epi64(1 - (1ll << 30)));
-  __m512i t = _mm512_add_epi64(ab, nudge);
-  const __mmask8 tneg = _mm512_cmplt_epi64_mask(t, zero);
-  t = _mm512_mask_add_epi64(t, tneg, t, _mm512_set1_epi64((1ll << 31) - 1));
-  return _mm512_srai_epi64(t, 31);
+// TFLite's SaturatingRoundingDoublingHighMul as floor((x * m + 2^30) / 2^31) (int8_internal.h;
+// m >= 0 by packing, so the saturating case never occurs). Even lanes: the low dword of the
+// shifted 64-bit sum; odd lanes: the high dword of the sum shifted left by 1 (the same 32 bits).
+static inline __m512i HighMul(__m512i x, __m512i m) {
+  const __m512i half = _mm512_set1_epi64(1ll << 30);
+  const __m512i even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, m), half), 31);
+  const __m512i odd = _mm512_slli_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)), half),
+      1);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
 }
 
+// RoundingDivideByPOT: (h >> e) + (rem > (mask >> 1) + (h < 0)), then zero point and clamp.
 static inline __m512i Requant(__m512i acc, __m512i mult, __m512i lsh, __m512i rsh, __m512i zp,
                               __m512i lo, __m512i hi) {
   const __m512i one = _mm512_set1_epi32(1);
-  const __m512i x = _mm512_sllv_epi32(acc, lsh);
-  const __m512i he = HighMul64(_mm512_mul_epi32(x, mult));
-  const __m512i ho = HighMul64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)));
-  const __m512i h = _mm512_mask_blend_epi32(0xAAAA, he, _mm512_slli_epi64(ho, 32));
+  const __m512i h = HighMul(_mm512_sllv_epi32(acc, lsh), mult);
   const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, rsh), one);
   const __m512i rem = _mm512_and_si512(h, mask);
-  __m512i thr = _mm512_srai_epi32(mask, 1);
-  thr = _mm512_mask_add_epi32(thr, _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512()), thr, one);
+  const __m512i thr = _mm512_sub_epi32(_mm512_srai_epi32(mask, 1), _mm512_srai_epi32(h, 31));
   __m512i r = _mm512_srav_epi32(h, rsh);
   r = _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, one);
   r = _mm512_add_epi32(r, zp);
@@ -92,6 +101,79 @@ static inline void Tile(const RowBlockInt8View& v, const uint8_t* in, const int3
 }
 
 }  // namespace
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")
+
+namespace {
+
+// As Tile, with the gathered quads read through windows (int8_internal.h): per window and pixel
+// one 64-byte load, per quad and pixel one vpermb that broadcasts the quad's 4 bytes.
+template <int P>
+static inline void TileVbmi(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb,
+                            int p, int g, int8_t* out, __mmask16 store_mask) {
+  __m512i acc[P];
+  const __m512i b = _mm512_load_si512(v.bias + g * 16);
+  for (int i = 0; i < P; ++i) acc[i] = b;
+  const uint8_t* base[P];
+  for (int i = 0; i < P; ++i) base[i] = in + pb[p + i];
+  const int q0 = v.qstart[g], qm = v.qmid[g];
+  for (int q = q0; q < qm; ++q) {
+    const __m512i w = _mm512_load_si512(v.w + 64 * q);
+    const int32_t off = v.qoffs[4 * q];
+    for (int i = 0; i < P; ++i) {
+      int32_t word;
+      __builtin_memcpy(&word, base[i] + off, 4);
+      acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(word), w);
+    }
+  }
+  int q = qm;
+  for (int wi = v.wbeg[g]; wi < v.wbeg[g + 1]; ++wi) {
+    const int32_t off = v.woff[wi];
+    const int qe = v.wqend[wi];
+    __m512i win[P];
+    for (int i = 0; i < P; ++i) win[i] = _mm512_loadu_si512(base[i] + off);
+    for (; q < qe; ++q) {
+      const __m512i w = _mm512_load_si512(v.w + 64 * q);
+      const __m512i idx = _mm512_set1_epi32((int32_t)v.qidx[q]);
+      for (int i = 0; i < P; ++i)
+        acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_permutexvar_epi8(idx, win[i]), w);
+    }
+  }
+  const __m512i mult = _mm512_load_si512(v.mult + g * 16);
+  const __m512i lsh = _mm512_load_si512(v.lshift + g * 16);
+  const __m512i rsh = _mm512_load_si512(v.rshift + g * 16);
+  const __m512i zp = _mm512_set1_epi32(v.out_zp);
+  const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
+  for (int i = 0; i < P; ++i) {
+    const __m512i r = Requant(acc[i], mult, lsh, rsh, zp, lo, hi);
+    _mm_mask_storeu_epi8(out + (size_t)(p + i) * v.rows + g * 16, store_mask,
+                         _mm512_cvtepi32_epi8(r));
+  }
+}
+
+}  // namespace
+
+void RowBlockInt8VnniVbmi(const RowBlockInt8View& v, const void* input, const int32_t* pb,
+                          int p0, int p1, int g0, int g1, int8_t* out) {
+  const uint8_t* in = (const uint8_t*)input;  // Int8Input::kU8, kWindowSlack past the end
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    const __mmask16 m = (__mmask16)((1u << nl) - 1);
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) TileVbmi<8>(v, in, pb, p, g, out, m);
+    if (p + 4 <= p1) {
+      TileVbmi<4>(v, in, pb, p, g, out, m);
+      p += 4;
+    }
+    for (; p < p1; ++p) TileVbmi<1>(v, in, pb, p, g, out, m);
+  }
+}
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 
 void RowBlockInt8Vnni(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
                       int p1, int g0, int g1, int8_t* out) {

@@ -80,7 +80,9 @@ class RowBlockInt8 : public PackedGemmInt8 {
     const int G = (d.rows + 15) / 16;
     qstart_.assign(G + 1, 0);
     qmid_.assign(G, 0);
+    wbeg_.assign(G + 1, 0);
     std::vector<int32_t> offs;
+    std::vector<uint32_t> qidx;
     std::vector<int8_t> w;
     std::vector<uint8_t> used(d.cols);
     bias_ = Aligned(sizeof(int32_t) * G * 16);
@@ -109,20 +111,20 @@ class RowBlockInt8 : public PackedGemmInt8 {
           for (int j = 0; j < n; ++j) w[base + 4 * l + j] = d.weights[(size_t)r * d.cols + cols[j]];
         }
       };
-      // Contiguous quads: windows of 4 columns with consecutive offsets holding >= 2 used
-      // columns (dense: any used column); the rest are gathered 4 at a time.
+      // Contiguous quads: runs of 4 columns with consecutive offsets holding enough used
+      // columns (dense: any; sparse: >= 2, or all 4 for a window kernel); the rest are gathered.
+      const int min_used = !sparse ? 1 : kernel_.windows ? 4 : 2;
       std::vector<int> singles;
       int k = 0;
       while (k < d.cols) {
-        bool window = k + 3 < d.cols;
-        for (int j = 1; j < 4 && window; ++j)
-          window = d.col_offset[k + j] == d.col_offset[k] + j;
-        if (window) {
+        bool run = k + 3 < d.cols;
+        for (int j = 1; j < 4 && run; ++j) run = d.col_offset[k + j] == d.col_offset[k] + j;
+        if (run) {
           const int n = used[k] + used[k + 1] + used[k + 2] + used[k + 3];
-          if (n >= 2 || (!sparse && n >= 1)) {
+          if (n >= min_used) {
             int cols4[4] = {k, k + 1, k + 2, k + 3};
             push_quad(cols4, 4);
-          } else if (n == 1) {
+          } else {
             for (int j = 0; j < 4; ++j)
               if (used[k + j]) singles.push_back(k + j);
           }
@@ -133,12 +135,32 @@ class RowBlockInt8 : public PackedGemmInt8 {
         }
       }
       qmid_[g] = (int32_t)(offs.size() / 4);
-      for (size_t i = 0; i < singles.size(); i += 4) {
-        int cols4[4];
-        const int n = (int)std::min<size_t>(4, singles.size() - i);
-        for (int j = 0; j < n; ++j) cols4[j] = singles[i + j];
-        push_quad(cols4, n);
+      qidx.resize(offs.size() / 4, 0);
+      // Gathered quads by window: the singles sorted by offset, a window takes every column
+      // within kWindowSpan of its first one.
+      std::stable_sort(singles.begin(), singles.end(),
+                       [&](int a, int b) { return d.col_offset[a] < d.col_offset[b]; });
+      size_t i = 0;
+      while (i < singles.size()) {
+        const int32_t base = d.col_offset[singles[i]];
+        size_t e = i;
+        while (e < singles.size() && d.col_offset[singles[e]] - base < kWindowSpan) ++e;
+        while (i < e) {
+          int cols4[4];
+          const int n = (int)std::min<size_t>(4, e - i);
+          uint32_t idx = 0;
+          for (int j = 0; j < 4; ++j) {
+            cols4[j] = singles[i + std::min(j, n - 1)];
+            idx |= (uint32_t)(d.col_offset[cols4[j]] - base) << (8 * j);
+          }
+          push_quad(cols4, n);
+          qidx.push_back(idx);
+          i += n;
+        }
+        woff_.push_back(base);
+        wqend_.push_back((int32_t)(offs.size() / 4));
       }
+      wbeg_[g + 1] = (int32_t)woff_.size();
       qstart_[g + 1] = (int32_t)(offs.size() / 4);
       for (int l = 0; l < 16; ++l) {
         const int r = r0 + l;
@@ -156,6 +178,7 @@ class RowBlockInt8 : public PackedGemmInt8 {
       }
     }
     qoffs_ = offs;
+    qidx_ = qidx;
     w_ = Aligned(w.size());
     if (!w.empty()) std::memcpy(w_.p, w.data(), w.size());
     wbytes_ = w.size();
@@ -177,6 +200,10 @@ class RowBlockInt8 : public PackedGemmInt8 {
     v_.qoffs = qoffs_.data();
     v_.w = (const int8_t*)w_.p;
     v_.w16 = (const int16_t*)w16_.p;
+    v_.wbeg = wbeg_.data();
+    v_.woff = woff_.data();
+    v_.wqend = wqend_.data();
+    v_.qidx = qidx_.data();
     v_.bias = bias;
     v_.mult = mult;
     v_.lshift = lsh;
@@ -194,7 +221,8 @@ class RowBlockInt8 : public PackedGemmInt8 {
   StructureInfo structure() const override { return info_; }
   Isa isa() const override { return kernel_.isa; }
   size_t packed_bytes() const override {
-    return wbytes_ + qoffs_.size() * 4 + (qstart_.size() + qmid_.size()) * 4 +
+    return wbytes_ + qoffs_.size() * 4 + qidx_.size() * 4 +
+           (qstart_.size() + qmid_.size() + wbeg_.size() + 2 * woff_.size()) * 4 +
            (size_t)v_.ngroups * 16 * 16;
   }
   size_t quads() const { return qoffs_.size() / 4; }
@@ -208,7 +236,7 @@ class RowBlockInt8 : public PackedGemmInt8 {
     static thread_local std::vector<int16_t> s16;
     const void* src = in;
     if (kernel_.input == Int8Input::kU8) {
-      if (u8.size() < (size_t)in_elems) u8.resize((size_t)in_elems);
+      if (u8.size() < (size_t)in_elems + kWindowSlack) u8.resize((size_t)in_elems + kWindowSlack);
       for (int64_t i = 0; i < in_elems; ++i) u8[i] = (uint8_t)in[i] ^ 0x80u;
       src = u8.data();
     } else if (kernel_.input == Int8Input::kS16) {
@@ -239,7 +267,8 @@ class RowBlockInt8 : public PackedGemmInt8 {
   StructureInfo info_;
   bool sparse_ = false;
   RowBlockInt8Kernel kernel_;
-  std::vector<int32_t> qstart_, qmid_, qoffs_;
+  std::vector<int32_t> qstart_, qmid_, qoffs_, wbeg_, woff_, wqend_;
+  std::vector<uint32_t> qidx_;
   Aligned w_, w16_, bias_, mult_, lsh_, rsh_;
   size_t wbytes_ = 0;
   RowBlockInt8View v_;
@@ -250,8 +279,11 @@ class RowBlockInt8 : public PackedGemmInt8 {
 RowBlockInt8Kernel SelectRowBlockInt8() {
   const Isa isa = DetectIsa();
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == Isa::kAvx512 && CpuHasAvx512Vnni())
+  if (isa == Isa::kAvx512 && CpuHasAvx512Vnni()) {
+    if (CpuHasAvx512Vbmi())
+      return {RowBlockInt8VnniVbmi, Isa::kAvx512, Int8Input::kU8, "avx512-vnni-vbmi", true};
     return {RowBlockInt8Vnni, Isa::kAvx512, Int8Input::kU8, "avx512-vnni"};
+  }
   if (isa == Isa::kAvx512 || isa == Isa::kAvx2)  // AVX-512 without VNNI: the AVX2 kernel
     return {RowBlockInt8Avx2, Isa::kAvx2, Int8Input::kS16, "avx2"};
 #elif defined(__aarch64__)

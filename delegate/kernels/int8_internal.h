@@ -21,6 +21,13 @@ namespace internal {
 // lane l (row 16g+l) holding the 4 int8 weights of its columns j = 0..3 at w[64q + 4l + j].
 // AVX2 reads the same weights from w16, an int16 copy ordered for vpmaddwd (column pairs):
 //   w16[64q + 32h + 16p + 2l + j] = w[64q + 4(8h + l) + 2p + j]   (lane 8h+l, column 2p+j).
+// Gathered quads are formed per *window*: kept columns sorted by offset, each window holding the
+// columns within 64 elements of its first one (woff[w]); window w's quads end at wqend[w] (they
+// start at qmid[g] for the group's first window wbeg[g], else at wqend[w - 1]), and qidx[q] packs
+// the 4 columns' offsets relative to woff as bytes (column j in bits 8j..8j+7). qoffs holds the
+// absolute offsets of every quad as well, so kernels without a byte permute ignore the windows;
+// the AVX-512 VBMI kernel loads each window once per pixel and picks a quad's 4 bytes with one
+// vpermb. Inputs read as windows carry kWindowSlack readable elements past in_elems.
 // Each kernel reads the input in its own encoding (Int8Input; Run converts once per call) and
 // bias[] has -zero * sum_k W folded in, zero = input_zp + 128 for kU8, input_zp otherwise, so
 //   acc = bias' + sum W * x_encoded = bias + sum W * (x - input_zp)   (exactly).
@@ -37,6 +44,10 @@ struct RowBlockInt8View {
   const int32_t* qoffs = nullptr;   // [nquads * 4]
   const int8_t* w = nullptr;        // [nquads * 64], 64-byte aligned
   const int16_t* w16 = nullptr;     // [nquads * 64], AVX2 only (else null)
+  const int32_t* wbeg = nullptr;    // [ngroups + 1]
+  const int32_t* woff = nullptr;    // [nwindows]
+  const int32_t* wqend = nullptr;   // [nwindows]
+  const uint32_t* qidx = nullptr;   // [nquads] (0 for contiguous quads)
   const int32_t* bias = nullptr;    // [ngroups * 16] (folded)
   const int32_t* mult = nullptr;    // [ngroups * 16]
   const int32_t* lshift = nullptr;  // [ngroups * 16]: max(shift, 0)
@@ -48,6 +59,8 @@ typedef void (*RowBlockInt8Fn)(const RowBlockInt8View& v, const void* in,
                                const int32_t* pixel_base, int p0, int p1, int g0, int g1,
                                int8_t* out);
 constexpr int kInt8PixelTile = 8;  // pixels per micro-tile (runners split on multiples of it)
+constexpr int kWindowSpan = 64;    // elements of one gather window (one zmm of u8)
+constexpr int kWindowSlack = 64;   // readable elements past the input's end (window loads)
 
 // Shared requantization (scalar; the exact TFLite double-rounding arithmetic).
 // For a * b not both INT32_MIN this equals floor((a * b + 2^30) / 2^31) (the nudge -(2^30 - 1) and
@@ -77,6 +90,8 @@ struct RowBlockInt8Kernel {
   Isa isa = Isa::kScalar;
   Int8Input input = Int8Input::kS8;
   const char* name = "";
+  bool windows = false;  // reads gathered quads through windows (packs contiguous quads only
+                         // from 4 kept columns: a half-empty one costs more than 2 window slots)
 };
 RowBlockInt8Kernel SelectRowBlockInt8();
 
@@ -85,9 +100,12 @@ void RowBlockInt8Scalar(const RowBlockInt8View&, const void*, const int32_t*, in
 #if defined(__x86_64__) || defined(__i386__)
 void RowBlockInt8Vnni(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                       int8_t*);
+void RowBlockInt8VnniVbmi(const RowBlockInt8View&, const void*, const int32_t*, int, int, int,
+                          int, int8_t*);
 void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                       int8_t*);
 bool CpuHasAvx512Vnni();
+bool CpuHasAvx512Vbmi();  // vpermb (Ice Lake, Zen 4 and later); NPAS_INT8_NO_VBMI=1 hides it
 #endif
 #if defined(__aarch64__)
 void RowBlockInt8NeonDot(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,

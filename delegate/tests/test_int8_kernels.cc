@@ -2,7 +2,8 @@
 // independent big-integer formulation, and every int8 kernel kind x ISA x thread count against a
 // direct (unpacked) reference of TFLite's int8 conv / FC / depthwise arithmetic, over a grid of
 // geometries, zero points, activations and pruned weights. Every ISA of this CPU is forced in turn
-// with NPAS_ISA (x86: scalar, avx2, avx512 = VNNI; aarch64: scalar, neon = dot product or plain
+// with NPAS_ISA (x86: scalar, avx2, avx512 = VNNI, with the vpermb window kernel if the CPU has
+// VBMI and again without it, NPAS_INT8_NO_VBMI=1; aarch64: scalar, neon = dot product or plain
 // NEON, whichever the CPU has; run_aarch64.sh runs both under qemu). Exit code 0 iff all passed.
 #include <cmath>
 #include <cstdio>
@@ -144,7 +145,16 @@ static void Prune(std::vector<int8_t>& w, int rows, int cols, int mode, double d
   }
 }
 
-static std::vector<Isa> g_isas;  // ISAs to force (main)
+struct Forced {
+  Isa isa;
+  bool no_vbmi;  // NPAS_INT8_NO_VBMI=1: the VNNI kernel without vpermb windows
+};
+static std::vector<Forced> g_isas;  // ISAs to force (main)
+static void Force(const Forced& f) {
+  setenv("NPAS_ISA", IsaName(f.isa), 1);
+  if (f.no_vbmi) setenv("NPAS_INT8_NO_VBMI", "1", 1);
+  else unsetenv("NPAS_INT8_NO_VBMI");
+}
 
 static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mode, double density,
                     int64_t* exact_total) {
@@ -198,9 +208,9 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
       int32_t r = RefMbqm((int32_t)acc, mult[o], shift[o]) + out_zp;
       ref[(size_t)p * cout + o] = (int8_t)std::min(std::max(r, lo), hi);
     }
-  for (Isa forced : g_isas) {
-    const char* isa = IsaName(forced);
-    setenv("NPAS_ISA", isa, 1);
+  for (const Forced& forced : g_isas) {
+    const char* isa = IsaName(forced.isa);
+    Force(forced);
     const internal::RowBlockInt8Kernel want = internal::SelectRowBlockInt8();
     for (int threads : {1, 2}) {
       std::vector<KernelKind> kinds = {KernelKind::kDense, KernelKind::kRowBlock, KernelKind::kAuto};
@@ -241,21 +251,27 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
     }
   }
   unsetenv("NPAS_ISA");
+  unsetenv("NPAS_INT8_NO_VBMI");
 }
 
 int main() {
   TestMultiplier();
   const Isa best = DetectIsa();
-  g_isas = {Isa::kScalar};
-  if (best == Isa::kAvx2 || best == Isa::kAvx512) g_isas.push_back(Isa::kAvx2);
-  if (best == Isa::kAvx512) g_isas.push_back(Isa::kAvx512);
-  if (best == Isa::kNeon) g_isas.push_back(Isa::kNeon);
+  g_isas = {{Isa::kScalar, false}};
+  if (best == Isa::kAvx2 || best == Isa::kAvx512) g_isas.push_back({Isa::kAvx2, false});
+  if (best == Isa::kAvx512) {
+    g_isas.push_back({Isa::kAvx512, false});
+    setenv("NPAS_ISA", "avx512", 1);
+    if (internal::SelectRowBlockInt8().windows) g_isas.push_back({Isa::kAvx512, true});
+  }
+  if (best == Isa::kNeon) g_isas.push_back({Isa::kNeon, false});
   std::printf("int8 kernels tested:");
-  for (Isa i : g_isas) {
-    setenv("NPAS_ISA", IsaName(i), 1);
+  for (const Forced& f : g_isas) {
+    Force(f);
     std::printf(" %s", internal::SelectRowBlockInt8().name);
   }
   unsetenv("NPAS_ISA");
+  unsetenv("NPAS_INT8_NO_VBMI");
   std::printf("\n");
   std::vector<Layer> layers;
   auto add = [&](Layer l) { layers.push_back(l); };
@@ -265,6 +281,7 @@ int main() {
   Layer c3; c3.name = "conv3x3 same 16->20 8x8"; c3.h = 8; c3.w = 8; c3.cin = 16; c3.cout = 20; c3.kh = c3.kw = 3; c3.same = true; add(c3);
   Layer c3s = c3; c3s.name = "conv3x3 s2 same 12->32 9x7"; c3s.h = 9; c3s.w = 7; c3s.cin = 12; c3s.cout = 32; c3s.sh = c3s.sw = 2; add(c3s);
   Layer c3v = c3; c3v.name = "conv3x3 valid 3->17 9x9 n2"; c3v.same = false; c3v.h = c3v.w = 9; c3v.cin = 3; c3v.cout = 17; c3v.n = 2; add(c3v);
+  Layer c3w = c3; c3w.name = "conv3x3 same 80->24 5x6 (windows across taps)"; c3w.h = 5; c3w.w = 6; c3w.cin = 80; c3w.cout = 24; add(c3w);
   Layer dw; dw.name = "dw3x3 same 40 8x8"; dw.depthwise = true; dw.h = dw.w = 8; dw.cin = 40; dw.kh = dw.kw = 3; dw.same = true; add(dw);
   Layer dw2 = dw; dw2.name = "dw3x3 s2 valid 8x2 9x9"; dw2.same = false; dw2.h = dw2.w = 9; dw2.cin = 8; dw2.dm = 2; dw2.sh = dw2.sw = 2; add(dw2);
   int64_t exact = 0;
