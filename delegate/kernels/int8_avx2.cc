@@ -124,6 +124,66 @@ void RowBlockInt8Avx2(const RowBlockInt8View& v, const void* input, const int32_
   }
 }
 
+// Depthwise: per pixel and full group of 16 channels two ymm of int32 accumulators, per tap two
+// vpmovsxbd of 8 input bytes and vpmulld with the tap's int32 weights; P = 4 pixels share each
+// weight load; a partial last group runs the scalar group kernel (a 16-byte load could pass the
+// input's end).
+template <int P>
+static inline void DwTile(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p,
+                          int8_t* out) {
+  const __m256i zp = _mm256_set1_epi32(v.out_zp);
+  const __m256i lo = _mm256_set1_epi32(v.act_min), hi = _mm256_set1_epi32(v.act_max);
+  const int full = v.cout / 16;
+  const int8_t* x[P];
+  for (int i = 0; i < P; ++i) x[i] = in + pb[p + i];
+  for (int g = 0; g < full; ++g) {
+    __m256i acc0[P], acc1[P];
+    const __m256i b0 = _mm256_loadu_si256((const __m256i*)(v.bias + g * 16));
+    const __m256i b1 = _mm256_loadu_si256((const __m256i*)(v.bias + g * 16 + 8));
+    for (int i = 0; i < P; ++i) {
+      acc0[i] = b0;
+      acc1[i] = b1;
+    }
+    for (int j = v.tstart[g]; j < v.tstart[g + 1]; ++j) {
+      const __m256i w0 = _mm256_loadu_si256((const __m256i*)(v.w + 16 * j));
+      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(v.w + 16 * j + 8));
+      const int32_t o = v.toffs[j] + g * 16;
+      for (int i = 0; i < P; ++i) {
+        const __m256i x0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(x[i] + o)));
+        const __m256i x1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(x[i] + o + 8)));
+        acc0[i] = _mm256_add_epi32(acc0[i], _mm256_mullo_epi32(x0, w0));
+        acc1[i] = _mm256_add_epi32(acc1[i], _mm256_mullo_epi32(x1, w1));
+      }
+    }
+    const int32_t* mq = v.mult + g * 16;
+    const int32_t* lq = v.lshift + g * 16;
+    const int32_t* rq = v.rshift + g * 16;
+    const __m256i m0 = _mm256_loadu_si256((const __m256i*)mq);
+    const __m256i m1 = _mm256_loadu_si256((const __m256i*)(mq + 8));
+    const __m256i l0 = _mm256_loadu_si256((const __m256i*)lq);
+    const __m256i l1 = _mm256_loadu_si256((const __m256i*)(lq + 8));
+    const __m256i r0 = _mm256_loadu_si256((const __m256i*)rq);
+    const __m256i r1 = _mm256_loadu_si256((const __m256i*)(rq + 8));
+    for (int i = 0; i < P; ++i) {
+      const __m256i a = Requant(acc0[i], m0, l0, r0, zp, lo, hi);
+      const __m256i b = Requant(acc1[i], m1, l1, r1, zp, lo, hi);
+      const __m256i s = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+      _mm_storeu_si128((__m128i*)(out + (size_t)(p + i) * v.cout + g * 16),
+                       _mm_packs_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1)));
+    }
+  }
+  if (full < v.ngroups)
+    for (int i = 0; i < P; ++i)
+      DepthwiseInt8GroupScalar(v, x[i], full, out + (size_t)(p + i) * v.cout);
+}
+
+void DepthwiseInt8Avx2(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p0,
+                       int p1, int8_t* out) {
+  int p = p0;
+  for (; p + 4 <= p1; p += 4) DwTile<4>(v, in, pb, p, out);
+  for (; p < p1; ++p) DwTile<1>(v, in, pb, p, out);
+}
+
 #pragma GCC pop_options
 
 }  // namespace internal

@@ -1,7 +1,9 @@
-// AVX-512 VNNI int8 row-block kernel: 16 output rows per zmm (int32 lanes), vpdpbusd
-// (u8 activations x s8 weights, 4 columns per instruction), P = 8 pixels of accumulators,
-// vectorised TFLite requantization in the store. Compiled with target attributes and only called
-// after CPU detection (see npas_internal.h on what this file may instantiate).
+// AVX-512 int8 kernels. Row block (VNNI): 16 output rows per zmm (int32 lanes), vpdpbusd (u8
+// activations x s8 weights, 4 columns per instruction), P = 8 pixels of accumulators, vectorised
+// TFLite requantization in the store; with VBMI the gathered quads come from 64-byte windows by
+// vpermb (int8_internal.h), without it from 4 byte loads. Depthwise (F/BW only). Each function is
+// compiled with the narrowest target it needs and only called after CPU detection (see
+// npas_internal.h on what this file may instantiate).
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <stdlib.h>
@@ -29,9 +31,10 @@ bool CpuHasAvx512Vnni() {
 }
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
 
 namespace {
+
 
 // TFLite's SaturatingRoundingDoublingHighMul as floor((x * m + 2^30) / 2^31) (int8_internal.h;
 // m >= 0 by packing, so the saturating case never occurs). Even lanes: the low dword of the
@@ -63,6 +66,54 @@ static inline int32_t Gather4(const uint8_t* x, const int32_t* o) {
   return (int32_t)((uint32_t)x[o[0]] | ((uint32_t)x[o[1]] << 8) | ((uint32_t)x[o[2]] << 16) |
                    ((uint32_t)x[o[3]] << 24));
 }
+
+}  // namespace
+
+// Depthwise (AVX-512F/BW, no VNNI needed): per pixel and group of 16 channels one zmm of int32
+// accumulators, per tap vpmovsxbd of 16 input bytes and vpmulld with the tap's int32 weights;
+// P = 4 pixels share each weight and requantization-constant load; a partial last group uses
+// masked loads and stores. Called only on AVX-512 CPUs (CpuIsa needs F/BW/DQ/VL).
+template <int P>
+static inline void DwTile(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p,
+                          int8_t* out) {
+  const __m512i zp = _mm512_set1_epi32(v.out_zp);
+  const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
+  const int8_t* x[P];
+  for (int i = 0; i < P; ++i) x[i] = in + pb[p + i];
+  for (int g = 0; g < v.ngroups; ++g) {
+    const int nl = v.cout - g * 16 < 16 ? v.cout - g * 16 : 16;
+    const __mmask16 m = (__mmask16)((1u << nl) - 1);
+    __m512i acc[P];
+    const __m512i b = _mm512_loadu_si512(v.bias + g * 16);
+    for (int i = 0; i < P; ++i) acc[i] = b;
+    for (int j = v.tstart[g]; j < v.tstart[g + 1]; ++j) {
+      const __m512i w = _mm512_loadu_si512(v.w + 16 * j);
+      const int32_t o = v.toffs[j] + g * 16;
+      for (int i = 0; i < P; ++i)
+        acc[i] = _mm512_add_epi32(
+            acc[i], _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x[i] + o)), w));
+    }
+    const __m512i mult = _mm512_loadu_si512(v.mult + g * 16);
+    const __m512i lsh = _mm512_loadu_si512(v.lshift + g * 16);
+    const __m512i rsh = _mm512_loadu_si512(v.rshift + g * 16);
+    for (int i = 0; i < P; ++i)
+      _mm_mask_storeu_epi8(out + (size_t)(p + i) * v.cout + g * 16, m,
+                           _mm512_cvtepi32_epi8(Requant(acc[i], mult, lsh, rsh, zp, lo, hi)));
+  }
+}
+
+void DepthwiseInt8Avx512(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p0,
+                         int p1, int8_t* out) {
+  int p = p0;
+  for (; p + 4 <= p1; p += 4) DwTile<4>(v, in, pb, p, out);
+  for (; p < p1; ++p) DwTile<1>(v, in, pb, p, out);
+}
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+
+namespace {
 
 template <int P>
 static inline void Tile(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb, int p,
@@ -101,6 +152,22 @@ static inline void Tile(const RowBlockInt8View& v, const uint8_t* in, const int3
 }
 
 }  // namespace
+
+void RowBlockInt8Vnni(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
+                      int p1, int g0, int g1, int8_t* out) {
+  const uint8_t* in = (const uint8_t*)input;  // Int8Input::kU8
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    const __mmask16 m = (__mmask16)((1u << nl) - 1);
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) Tile<8>(v, in, pb, p, g, out, m);
+    if (p + 4 <= p1) {
+      Tile<4>(v, in, pb, p, g, out, m);
+      p += 4;
+    }
+    for (; p < p1; ++p) Tile<1>(v, in, pb, p, g, out, m);
+  }
+}
 
 #pragma GCC pop_options
 #pragma GCC push_options
@@ -168,26 +235,6 @@ void RowBlockInt8VnniVbmi(const RowBlockInt8View& v, const void* input, const in
       p += 4;
     }
     for (; p < p1; ++p) TileVbmi<1>(v, in, pb, p, g, out, m);
-  }
-}
-
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-
-void RowBlockInt8Vnni(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
-                      int p1, int g0, int g1, int8_t* out) {
-  const uint8_t* in = (const uint8_t*)input;  // Int8Input::kU8
-  for (int g = g0; g < g1; ++g) {
-    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
-    const __mmask16 m = (__mmask16)((1u << nl) - 1);
-    int p = p0;
-    for (; p + 8 <= p1; p += 8) Tile<8>(v, in, pb, p, g, out, m);
-    if (p + 4 <= p1) {
-      Tile<4>(v, in, pb, p, g, out, m);
-      p += 4;
-    }
-    for (; p < p1; ++p) Tile<1>(v, in, pb, p, g, out, m);
   }
 }
 

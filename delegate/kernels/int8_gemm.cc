@@ -379,6 +379,45 @@ std::unique_ptr<PackedGemmInt8> PackGemmInt8(const GemmInt8Desc& d, KernelKind k
 }
 
 // ---- depthwise --------------------------------------------------------------------------------
+namespace internal {
+
+DepthwiseInt8Kernel SelectDepthwiseInt8() {
+  const Isa isa = DetectIsa();
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == Isa::kAvx512) return {DepthwiseInt8Avx512, Isa::kAvx512, "avx512"};
+  if (isa == Isa::kAvx2) return {DepthwiseInt8Avx2, Isa::kAvx2, "avx2"};
+#elif defined(__aarch64__)
+  if (isa == Isa::kNeon) return {DepthwiseInt8Neon, Isa::kNeon, "neon"};
+#endif
+  (void)isa;
+  return {DepthwiseInt8Scalar, Isa::kScalar, "scalar"};
+}
+
+void DepthwiseInt8GroupScalar(const DepthwiseInt8View& v, const int8_t* x, int g, int8_t* dst) {
+  const int nl = std::min(16, v.cout - g * 16);
+  int32_t acc[16];
+  for (int l = 0; l < 16; ++l) acc[l] = v.bias[g * 16 + l];
+  for (int j = v.tstart[g]; j < v.tstart[g + 1]; ++j) {
+    const int8_t* xc = x + v.toffs[j] + g * 16;
+    const int32_t* w = v.w + (size_t)j * 16;
+    for (int l = 0; l < nl; ++l) acc[l] += w[l] * (int32_t)xc[l];
+  }
+  for (int l = 0; l < nl; ++l) {
+    const int c = g * 16 + l;
+    const int32_t r = RequantInt8(acc[l], v.mult[c], v.lshift[c], v.rshift[c]) + v.out_zp;
+    dst[c] = (int8_t)std::min(std::max(r, v.act_min), v.act_max);
+  }
+}
+
+void DepthwiseInt8Scalar(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p0,
+                         int p1, int8_t* out) {
+  for (int p = p0; p < p1; ++p)
+    for (int g = 0; g < v.ngroups; ++g)
+      DepthwiseInt8GroupScalar(v, in + pb[p], g, out + (size_t)p * v.cout);
+}
+
+}  // namespace internal
+
 namespace {
 
 class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
@@ -406,6 +445,7 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
         for (int l = 0; l < 16; ++l) {
           const int c = g * 16 + l;
           w_.push_back(c < cout_ ? d.weights[(size_t)t * cout_ + c] : 0);
+          w16_.push_back((int16_t)w_.back());
         }
       }
       tstart_[g + 1] = (int32_t)toffs_.size();
@@ -429,25 +469,45 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
     out_zp_ = d.output_zp;
     act_min_ = d.act_min;
     act_max_ = d.act_max;
+    v_.cout = cout_;
+    v_.ngroups = G_;
+    v_.tstart = tstart_.data();
+    v_.toffs = toffs_.data();
+    v_.w = w_.data();
+    v_.w16 = w16_.data();
+    v_.bias = bias_.data();
+    v_.mult = mult_.data();
+    v_.lshift = lsh_.data();
+    v_.rshift = rsh_.data();
+    v_.out_zp = d.output_zp;
+    v_.act_min = d.act_min;
+    v_.act_max = d.act_max;
+    // depth_multiplier > 1 reads each input channel for several outputs: only Compute does that.
+    fn_ = dm_ == 1 ? internal::SelectDepthwiseInt8().fn : nullptr;
   }
   StructureInfo structure() const override { return info_; }
-  size_t packed_bytes() const override { return w_.size() * 4 + toffs_.size() * 4 + bias_.size() * 16; }
+  size_t packed_bytes() const override {
+    return w_.size() * 6 + toffs_.size() * 4 + tstart_.size() * 4 + bias_.size() * 16;
+  }
   void Run(const int8_t* in, const int32_t* pb, int num_pixels, int8_t* out, ThreadPool* pool,
            int num_threads) const override {
     if (num_pixels <= 0) return;
+    auto part = [&](int p0, int p1) {
+      if (fn_) fn_(v_, in, pb, p0, p1, out);
+      else Compute(in, pb, p0, p1, out);
+    };
     if (num_threads <= 1 || !pool) {
-      Compute(in, pb, 0, num_pixels, out);
+      part(0, num_pixels);
       return;
     }
     const int tasks = std::min(num_pixels, num_threads * 2);
     pool->ParallelFor(tasks, num_threads, [&](int t) {
-      const int p0 = (int)((int64_t)num_pixels * t / tasks);
-      const int p1 = (int)((int64_t)num_pixels * (t + 1) / tasks);
-      Compute(in, pb, p0, p1, out);
+      part((int)((int64_t)num_pixels * t / tasks), (int)((int64_t)num_pixels * (t + 1) / tasks));
     });
   }
 
  private:
+  // Any depth multiplier (scalar).
   void Compute(const int8_t* in, const int32_t* pb, int p0, int p1, int8_t* out) const {
     int32_t cidx[16];
     for (int p = p0; p < p1; ++p) {
@@ -463,12 +523,7 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
         for (int j = tstart_[g]; j < tstart_[g + 1]; ++j) {
           const int8_t* xt = x + toffs_[j];
           const int32_t* w = w_.data() + (size_t)j * 16;
-          if (dm_ == 1 && nl == 16) {
-            const int8_t* xc = xt + g * 16;
-            for (int l = 0; l < 16; ++l) acc[l] += w[l] * (int32_t)xc[l];
-          } else {
-            for (int l = 0; l < nl; ++l) acc[l] += w[l] * (int32_t)xt[cidx[l]];
-          }
+          for (int l = 0; l < nl; ++l) acc[l] += w[l] * (int32_t)xt[cidx[l]];
         }
         for (int l = 0; l < nl; ++l) {
           const int c = g * 16 + l;
@@ -481,7 +536,10 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
   StructureInfo info_;
   int cout_ = 0, dm_ = 1, G_ = 0;
   std::vector<int32_t> tstart_, toffs_, w_, bias_, mult_, lsh_, rsh_;
+  std::vector<int16_t> w16_;
   int32_t out_zp_ = 0, act_min_ = -128, act_max_ = 127;
+  internal::DepthwiseInt8View v_;
+  internal::DepthwiseInt8Fn fn_ = nullptr;
 };
 
 }  // namespace

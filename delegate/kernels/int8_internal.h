@@ -62,6 +62,46 @@ constexpr int kInt8PixelTile = 8;  // pixels per micro-tile (runners split on mu
 constexpr int kWindowSpan = 64;    // elements of one gather window (one zmm of u8)
 constexpr int kWindowSlack = 64;   // readable elements past the input's end (window loads)
 
+// ---- int8 depthwise (depth_multiplier 1) -----------------------------------------------------
+// Channels in groups of 16; group g keeps the taps tstart[g] .. tstart[g+1]-1 (sparse: only taps
+// nonzero in some lane), tap j at input offset toffs[j] with its 16 weights at w[16j] (int32) and
+// w16[16j] (int16, NEON). Output channel c reads input channel c (pb[p] + toffs[j] + c); bias has
+// -input_zp * sum W folded in. Kernels vectorise over the 16 lanes of a group; a last group of
+// fewer than 16 channels runs DepthwiseInt8GroupScalar (AVX2, NEON) or masked loads (AVX-512).
+struct DepthwiseInt8View {
+  int cout = 0, ngroups = 0;
+  const int32_t* tstart = nullptr;  // [ngroups + 1]
+  const int32_t* toffs = nullptr;   // [ntaps]
+  const int32_t* w = nullptr;       // [ntaps * 16]
+  const int16_t* w16 = nullptr;     // [ntaps * 16]
+  const int32_t* bias = nullptr;    // [ngroups * 16] (folded)
+  const int32_t* mult = nullptr;    // [ngroups * 16]
+  const int32_t* lshift = nullptr;  // [ngroups * 16]
+  const int32_t* rshift = nullptr;  // [ngroups * 16]
+  int32_t out_zp = 0, act_min = -128, act_max = 127;
+};
+typedef void (*DepthwiseInt8Fn)(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb,
+                                int p0, int p1, int8_t* out);
+struct DepthwiseInt8Kernel {
+  DepthwiseInt8Fn fn = nullptr;
+  Isa isa = Isa::kScalar;
+  const char* name = "";
+};
+DepthwiseInt8Kernel SelectDepthwiseInt8();  // by DetectIsa(), as SelectRowBlockInt8
+void DepthwiseInt8GroupScalar(const DepthwiseInt8View& v, const int8_t* x, int g, int8_t* dst);
+void DepthwiseInt8Scalar(const DepthwiseInt8View&, const int8_t*, const int32_t*, int, int,
+                         int8_t*);
+#if defined(__x86_64__) || defined(__i386__)
+void DepthwiseInt8Avx512(const DepthwiseInt8View&, const int8_t*, const int32_t*, int, int,
+                         int8_t*);
+void DepthwiseInt8Avx2(const DepthwiseInt8View&, const int8_t*, const int32_t*, int, int,
+                       int8_t*);
+#endif
+#if defined(__aarch64__)
+void DepthwiseInt8Neon(const DepthwiseInt8View&, const int8_t*, const int32_t*, int, int,
+                       int8_t*);
+#endif
+
 // Shared requantization (scalar; the exact TFLite double-rounding arithmetic).
 // For a * b not both INT32_MIN this equals floor((a * b + 2^30) / 2^31) (the nudge -(2^30 - 1) and
 // truncation toward zero of negative products is a floor after adding 2^31 - 1): the AVX2 kernel

@@ -7,6 +7,7 @@
 //                getauxval(AT_HWCAP) has HWCAP_ASIMDDP.
 //   plain NEON   vmull_s8 (exact int16 products) + vpadalq_s16 into half sums per lane pair,
 //                combined with vpaddq_s32 before the store; P = 2 pixels.
+// Depthwise (DepthwiseInt8Neon): int16 widening multiply-accumulate over 16-channel groups.
 // Requantization: vqrdmulhq_s32 is exactly TFLite's SaturatingRoundingDoublingHighMul (see
 // int8_internal.h) and the rounding right shift is gemmlowp's fixup + vrshlq_s32.
 #include <stdint.h>
@@ -173,6 +174,42 @@ void RowBlockInt8Neon(const RowBlockInt8View& v, const void* input, const int32_
     int p = p0;
     for (; p + 2 <= p1; p += 2) Tile<2>(v, in, pb, p, g, out, nl);
     for (; p < p1; ++p) Tile<1>(v, in, pb, p, g, out, nl);
+  }
+}
+
+// Depthwise: per pixel and full group of 16 channels 4 int32x4_t accumulators; per tap the 16
+// input bytes widened to int16 (vmovl_s8) and multiplied-accumulated with the tap's int16 weights
+// (vmlal_s16, exact); a partial last group runs the scalar group kernel.
+void DepthwiseInt8Neon(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p0,
+                       int p1, int8_t* out) {
+  const int full = v.cout / 16;
+  const int32x4_t zp = vdupq_n_s32(v.out_zp);
+  const int32x4_t lo = vdupq_n_s32(v.act_min), hi = vdupq_n_s32(v.act_max);
+  for (int p = p0; p < p1; ++p) {
+    const int8_t* x = in + pb[p];
+    int8_t* dst = out + (size_t)p * v.cout;
+    for (int g = 0; g < full; ++g) {
+      int32x4_t acc[4];
+      for (int k = 0; k < 4; ++k) acc[k] = vld1q_s32(v.bias + g * 16 + 4 * k);
+      for (int j = v.tstart[g]; j < v.tstart[g + 1]; ++j) {
+        const int8x16_t xb = vld1q_s8(x + v.toffs[j] + g * 16);
+        const int16x8_t x0 = vmovl_s8(vget_low_s8(xb)), x1 = vmovl_high_s8(xb);
+        const int16x8_t w0 = vld1q_s16(v.w16 + 16 * j), w1 = vld1q_s16(v.w16 + 16 * j + 8);
+        acc[0] = vmlal_s16(acc[0], vget_low_s16(w0), vget_low_s16(x0));
+        acc[1] = vmlal_high_s16(acc[1], w0, x0);
+        acc[2] = vmlal_s16(acc[2], vget_low_s16(w1), vget_low_s16(x1));
+        acc[3] = vmlal_high_s16(acc[3], w1, x1);
+      }
+      int16x4_t h[4];
+      for (int k = 0; k < 4; ++k) {
+        const int i = g * 16 + 4 * k;
+        h[k] = vqmovn_s32(Requant(acc[k], vld1q_s32(v.mult + i), vld1q_s32(v.lshift + i),
+                                  vld1q_s32(v.rshift + i), zp, lo, hi));
+      }
+      vst1q_s8(dst + g * 16, vcombine_s8(vqmovn_s16(vcombine_s16(h[0], h[1])),
+                                         vqmovn_s16(vcombine_s16(h[2], h[3]))));
+    }
+    if (full < v.ngroups) DepthwiseInt8GroupScalar(v, x, full, dst);
   }
 }
 

@@ -5,7 +5,8 @@
 //        bench_kernels int8 [threads (default 1)] [reps]
 // int8 row-block kernels of every ISA (scalar, AVX2, AVX-512 VNNI) against fp32 row-block (AVX2,
 // AVX-512) on FC 1024x1024 (batch 1) and conv 3x3 256->256 @ 28x28, dense and block16x16 at 1/8;
-// the runs of all variants are interleaved and the fastest of each is kept.
+// the runs of all variants are interleaved and the fastest of each is kept; then int8 depthwise
+// 3x3 (scalar, AVX2, AVX-512) against fp32 depthwise (AVX2, AVX-512) at 128@56 and 512@14.
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -183,10 +184,71 @@ static void BenchInt8(int th, int reps) {
   }
 }
 
+// int8 depthwise 3x3 (stride 1, same) of every ISA against fp32 depthwise, dense weights,
+// interleaved as BenchInt8.
+static void BenchDepthwiseInt8(int th, int reps) {
+  for (int c : {128, 512}) {
+    const int hw = c == 128 ? 56 : 14, k = 3, Wp = hw + 2;
+    std::vector<int32_t> taps, pb;
+    for (int ky = 0; ky < k; ++ky)
+      for (int kx = 0; kx < k; ++kx) taps.push_back((ky * Wp + kx) * c);
+    for (int y = 0; y < hw; ++y)
+      for (int x = 0; x < hw; ++x) pb.push_back((y * Wp + x) * c);
+    const int np = (int)pb.size();
+    const size_t in_elems = (size_t)Wp * Wp * c;
+    std::vector<float> inf(in_elems), wf((size_t)k * k * c), outf((size_t)np * c);
+    for (auto& x : inf) x = Uni();
+    for (auto& x : wf) x = Uni();
+    std::vector<int8_t> in8(in_elems), w8(wf.size()), out8((size_t)np * c);
+    for (auto& x : in8) x = (int8_t)std::lround(Uni() * 127);
+    for (size_t i = 0; i < wf.size(); ++i) w8[i] = (int8_t)std::lround(wf[i] * 127);
+    std::vector<int32_t> mult(c), shift(c);
+    for (int i = 0; i < c; ++i) QuantizeMultiplier(0.004, &mult[i], &shift[i]);
+    std::vector<std::string> names;
+    std::vector<std::function<void()>> runs;
+    std::vector<std::shared_ptr<void>> keep;
+    for (const char* isa : {"avx2", "avx512"}) {
+      setenv("NPAS_ISA", isa, 1);
+      if (DetectIsa() != (std::string(isa) == "avx2" ? Isa::kAvx2 : Isa::kAvx512)) continue;
+      DepthwiseDesc d;
+      d.kh = d.kw = k; d.cin = c; d.weights = wf.data(); d.tap_offset = taps.data();
+      std::string err;
+      std::shared_ptr<PackedDepthwise> g(PackDepthwise(d, &err).release());
+      keep.push_back(g);
+      names.push_back(std::string("fp32-") + isa);
+      runs.push_back([&, g] { g->Run(inf.data(), pb.data(), np, outf.data(), SharedThreadPool(), th); });
+    }
+    for (const char* isa : {"scalar", "avx2", "avx512"}) {
+      setenv("NPAS_ISA", isa, 1);
+      const std::string name = std::string("int8-") + internal::SelectDepthwiseInt8().name;
+      if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+      DepthwiseInt8Desc d;
+      d.kh = d.kw = k; d.cin = c; d.weights = w8.data(); d.tap_offset = taps.data();
+      d.multiplier = mult.data(); d.shift = shift.data();
+      std::string err;
+      std::shared_ptr<PackedDepthwiseInt8> g(PackDepthwiseInt8(d, false, &err).release());
+      keep.push_back(g);
+      names.push_back(name);
+      runs.push_back([&, g] { g->Run(in8.data(), pb.data(), np, out8.data(), SharedThreadPool(), th); });
+    }
+    unsetenv("NPAS_ISA");
+    std::vector<double> best(runs.size(), 1e30);
+    for (auto& r : runs) r();
+    for (int i = 0; i < reps; ++i)
+      for (size_t j = 0; j < runs.size(); ++j) best[j] = std::min(best[j], MsOnce(runs[j]));
+    std::printf("dw3x3_%d_%-14d dens 1.000:", c, hw);
+    for (size_t j = 0; j < runs.size(); ++j) std::printf("  %s %.4f", names[j].c_str(), best[j]);
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+}
+
 int main(int argc, char** argv) {
   std::string filter = argc > 1 ? argv[1] : "";
   if (filter == "int8") {
-    BenchInt8(argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argc > 3 ? atoi(argv[3]) : 30);
+    const int th = argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, reps = argc > 3 ? atoi(argv[3]) : 30;
+    BenchInt8(th, reps);
+    BenchDepthwiseInt8(th, reps);
     return 0;
   }
   std::vector<int> threads = {1, 2};

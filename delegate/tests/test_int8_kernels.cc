@@ -270,6 +270,12 @@ int main() {
     Force(f);
     std::printf(" %s", internal::SelectRowBlockInt8().name);
   }
+  std::printf("\nint8 depthwise kernels tested:");
+  for (const Forced& f : g_isas)
+    if (!f.no_vbmi) {
+      Force(f);
+      std::printf(" %s", internal::SelectDepthwiseInt8().name);
+    }
   unsetenv("NPAS_ISA");
   unsetenv("NPAS_INT8_NO_VBMI");
   std::printf("\n");
@@ -283,6 +289,8 @@ int main() {
   Layer c3v = c3; c3v.name = "conv3x3 valid 3->17 9x9 n2"; c3v.same = false; c3v.h = c3v.w = 9; c3v.cin = 3; c3v.cout = 17; c3v.n = 2; add(c3v);
   Layer c3w = c3; c3w.name = "conv3x3 same 80->24 5x6 (windows across taps)"; c3w.h = 5; c3w.w = 6; c3w.cin = 80; c3w.cout = 24; add(c3w);
   Layer dw; dw.name = "dw3x3 same 40 8x8"; dw.depthwise = true; dw.h = dw.w = 8; dw.cin = 40; dw.kh = dw.kw = 3; dw.same = true; add(dw);
+  Layer dw5 = dw; dw5.name = "dw5x5 s2 same 64 9x7"; dw5.kh = dw5.kw = 5; dw5.cin = 64; dw5.h = 9; dw5.w = 7; dw5.sh = dw5.sw = 2; add(dw5);
+  Layer dw3 = dw; dw3.name = "dw3x3 valid 21 6x6 n2"; dw3.same = false; dw3.cin = 21; dw3.h = dw3.w = 6; dw3.n = 2; add(dw3);
   Layer dw2 = dw; dw2.name = "dw3x3 s2 valid 8x2 9x9"; dw2.same = false; dw2.h = dw2.w = 9; dw2.cin = 8; dw2.dm = 2; dw2.sh = dw2.sw = 2; add(dw2);
   int64_t exact = 0;
   const int zps[3] = {0, -128, 37};
