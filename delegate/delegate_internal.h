@@ -55,12 +55,13 @@ struct LayerSpec {
   float act_min = -INFINITY, act_max = INFINITY;
   std::vector<float> owned_weights;  // custom ops: decoded dense weights (builtin: empty)
   std::string scheme_json;           // custom ops: the scheme recorded at export
-  // int8 (TFLite full-integer quantization, builtin ops only): int8 activations with zero
-  // points, int8 symmetric weights (per-channel or per-tensor), int32 bias.
+  // int8 (TFLite full-integer quantization: builtin ops and quantized NPAS custom ops): int8
+  // activations with zero points, int8 symmetric weights (per-channel or per-tensor), int32 bias.
   bool int8 = false;
   int32_t input_zp = 0, output_zp = 0;
   int32_t act_min_q = -128, act_max_q = 127;       // fused activation in quantized space
   std::vector<int32_t> multiplier, shift;          // [rows] (TFLite QuantizeMultiplier)
+  std::vector<int8_t> owned_weights8;   // quantized NPAS custom ops: decoded int8 weights
   const int8_t* WeightsInt8(const TfLiteContext* ctx) const;
   const int32_t* BiasInt32(const TfLiteContext* ctx) const;  // nullptr when absent
 

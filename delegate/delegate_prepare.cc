@@ -110,7 +110,10 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   size_t nz = 0;
   for (size_t i = 0; i < count; ++i) nz += w[i] != 0;
   rec->density = count ? static_cast<double>(nz) / count : 1.0;
-  if (rec->density > 1.0 - opt.min_sparsity + 1e-9) {
+  // Quantized NPAS custom ops run nowhere else: always claimed, the filters below only pick the
+  // kernel (the faster of our int8 dense and sparse ones).
+  const bool must_claim = s.custom;
+  if (!must_claim && rec->density > 1.0 - opt.min_sparsity + 1e-9) {
     char buf[128];
     std::snprintf(buf, sizeof(buf), "density %.3f above 1 - min_sparsity (%.3f)", rec->density,
                   1.0 - opt.min_sparsity);
@@ -137,6 +140,11 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
       st->best_ms = TimeMs([&] {
         st->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
       });
+      if (must_claim && st->dense_ms < st->best_ms) {  // claimed anyway: run the faster one
+        st->kind = KernelKind::kDense;
+        if (!PackNode(ctx, st.get(), st->kind, &err)) return decline("pack_failed", err);
+        st->best_ms = st->dense_ms;
+      }
     }
   } else if (forced) {
     KernelKind k = opt.kernel == KernelKind::kPixelVector ? KernelKind::kRowBlock : opt.kernel;
@@ -167,14 +175,15 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   rec->kernel = depthwise ? "int8_depthwise" : std::string("int8_") + KernelKindName(st->kind);
   rec->dense_ms = st->dense_ms;
   rec->best_ms = st->best_ms;
-  if ((opt.schemes & StructureBit(st->structure.kind)) == 0)
+  if (!must_claim && (opt.schemes & StructureBit(st->structure.kind)) == 0)
     return decline("scheme_not_allowed", "structure " + rec->structure + " not in `schemes`");
-  if (!forced && st->structure.kind == Structure::kDense)
+  if (!must_claim && !forced && st->structure.kind == Structure::kDense)
     return decline("dense_weights", "no exploitable zeros (left to the default kernels)");
   // Our int8 dense kernel measured 0.5-0.8x as fast as XNNPACK's int8 (benchmarks/quantization.py),
   // so a claim must beat our dense by that handicap too, or XNNPACK would have been faster.
   constexpr double kInt8DenseHandicap = 2.0;
-  if (!forced && st->best_ms * opt.min_speedup * kInt8DenseHandicap > st->dense_ms) {
+  if (!must_claim && !forced &&
+      st->best_ms * opt.min_speedup * kInt8DenseHandicap > st->dense_ms) {
     char buf[192];
     std::snprintf(buf, sizeof(buf),
                   "measured %.4f ms vs int8 dense %.4f ms: below min_speedup %.2f x int8 handicap %.1f",

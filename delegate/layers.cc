@@ -70,9 +70,10 @@ bool CheckTensors(TfLiteContext* ctx, TfLiteNode* node, int weights_input, int b
   if (in == nullptr || out_idx < 0 || static_cast<size_t>(out_idx) >= ctx->tensors_size)
     DECLINE("unsupported_signature", "missing input or output tensor");
   const TfLiteTensor& out = ctx->tensors[out_idx];
-  // int8 in / int8 out: TFLite full-integer quantization (checked further in FinishInt8).
-  // Everything else that is not float32 (uint8, int16 activations, hybrid) stays declined.
-  const bool q8 = in->type == kTfLiteInt8 && out.type == kTfLiteInt8 && weights_input >= 0;
+  // int8 in / int8 out: TFLite full-integer quantization (checked further in FinishInt8; an
+  // NPAS custom op must then be a quantized one). Everything else that is not float32 (uint8,
+  // int16 activations, hybrid) stays declined.
+  const bool q8 = in->type == kTfLiteInt8 && out.type == kTfLiteInt8;
   if (!q8 && (in->type != kTfLiteFloat32 || out.type != kTfLiteFloat32))
     DECLINE("not_float32", "activation input/output are not float32");
   spec->int8 = q8;
@@ -144,19 +145,17 @@ const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
   return a;
 }
 
-// int8 layers: per-tensor int8 input/output with zero points, symmetric int8 weights (zero
-// point 0) per output channel (`channel_dim` of the weights) or per tensor. Computes TFLite's
-// per-channel multiplier/shift (input_scale * weight_scale / output_scale, in double) and the
-// fused activation's clamp in quantized space (as CalculateActivationRangeQuantized).
-bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std::string* reason,
-                std::string* message) {
+// int8 layers: per-tensor int8 input/output with zero points, symmetric int8 weights with
+// `nsc` scales (1: per tensor, else one per output channel). Computes TFLite's per-channel
+// multiplier/shift (input_scale * weight_scale / output_scale, in double) and the fused
+// activation's clamp in quantized space (as CalculateActivationRangeQuantized).
+bool FinishInt8Scales(const TfLiteContext* ctx, const float* wscale, int nsc, LayerSpec* spec,
+                      std::string* reason, std::string* message) {
   const TfLiteTensor& in = ctx->tensors[spec->input_tensor];
   const TfLiteTensor& out = ctx->tensors[spec->output_tensor];
-  const TfLiteTensor& w = ctx->tensors[spec->weights_tensor];
   const TfLiteAffineQuantization* qi = Affine(in);
   const TfLiteAffineQuantization* qo = Affine(out);
-  const TfLiteAffineQuantization* qw = Affine(w);
-  if (!qi || !qo || !qw) DECLINE("unsupported_quantization", "int8 tensor without affine quantization");
+  if (!qi || !qo) DECLINE("unsupported_quantization", "int8 tensor without affine quantization");
   if (qi->scale->size != 1 || qo->scale->size != 1)
     DECLINE("unsupported_quantization", "per-channel quantized activations");
   const float in_scale = qi->scale->data[0], out_scale = qo->scale->data[0];
@@ -166,15 +165,11 @@ bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std:
   if (in_zp < -128 || in_zp > 127 || out_zp < -128 || out_zp > 127)
     DECLINE("unsupported_quantization", "activation zero point outside int8");
   const int nch = spec->rows;
-  const int nsc = qw->scale->size;
-  if (nsc != 1 && (nsc != nch || qw->quantized_dimension != channel_dim))
+  if (nsc != 1 && nsc != nch)
     DECLINE("unsupported_quantization", "weight scales are neither per-tensor nor per output channel");
-  for (int i = 0; i < nsc; ++i) {
-    if (qw->zero_point->data[i] != 0)
-      DECLINE("asymmetric_weights", "int8 weights with a nonzero zero point");
-    if (!(qw->scale->data[i] > 0) || !std::isfinite(qw->scale->data[i]))
+  for (int i = 0; i < nsc; ++i)
+    if (!(wscale[i] > 0) || !std::isfinite(wscale[i]))
       DECLINE("unsupported_quantization", "non-positive weight scale");
-  }
   if (spec->bias_tensor >= 0) {
     const TfLiteTensor& b = ctx->tensors[spec->bias_tensor];
     if (b.type != kTfLiteInt32) DECLINE("unsupported_quantization", "int8 layer bias is not int32");
@@ -182,7 +177,7 @@ bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std:
   spec->multiplier.assign(nch, 0);
   spec->shift.assign(nch, 0);
   for (int c = 0; c < nch; ++c) {
-    const double ws = static_cast<double>(qw->scale->data[nsc == 1 ? 0 : c]);
+    const double ws = static_cast<double>(wscale[nsc == 1 ? 0 : c]);
     const double real = static_cast<double>(in_scale) * ws / static_cast<double>(out_scale);
     int sh = 0;
     QuantizeMultiplier(real, &spec->multiplier[c], &sh);
@@ -203,6 +198,21 @@ bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std:
   return true;
 }
 
+// Builtin int8 ops: the weight scales are on the weights tensor (per output channel along
+// `channel_dim`, or per tensor), with zero point 0.
+bool FinishInt8(const TfLiteContext* ctx, int channel_dim, LayerSpec* spec, std::string* reason,
+                std::string* message) {
+  const TfLiteAffineQuantization* qw = Affine(ctx->tensors[spec->weights_tensor]);
+  if (!qw) DECLINE("unsupported_quantization", "int8 tensor without affine quantization");
+  const int nsc = qw->scale->size;
+  if (nsc != 1 && (nsc != spec->rows || qw->quantized_dimension != channel_dim))
+    DECLINE("unsupported_quantization", "weight scales are neither per-tensor nor per output channel");
+  for (int i = 0; i < nsc; ++i)
+    if (qw->zero_point->data[i] != 0)
+      DECLINE("asymmetric_weights", "int8 weights with a nonzero zero point");
+  return FinishInt8Scales(ctx, qw->scale->data, nsc, spec, reason, message);
+}
+
 bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, LayerSpec* spec,
                  std::string* reason, std::string* message) {
   spec->custom = true;
@@ -210,10 +220,11 @@ bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, 
   if (node->inputs == nullptr || node->inputs->size < 3)
     DECLINE("unsupported_signature", "NPAS custom op needs activation, values and indices inputs");
   if (!CheckTensors(ctx, node, -1, 3, spec, reason, message)) return false;
-  if (spec->int8) DECLINE("not_float32", "NPAS custom ops are float32 only");
-  RawTensor raw[2];
-  for (int i = 0; i < 2; ++i) {
-    const TfLiteTensor* t = Input(ctx, node, 1 + i);
+  // Inputs 1 values, 2 index and (quantized ops only) 4 scales: constant tensors.
+  RawTensor raw[3];
+  const int nraw = node->inputs->size >= 5 && InputIndex(node, 4) >= 0 ? 3 : 2;
+  for (int i = 0; i < nraw; ++i) {
+    const TfLiteTensor* t = Input(ctx, node, i < 2 ? 1 + i : 4);
     if (t == nullptr) DECLINE("unsupported_signature", "missing compact weight tensor");
     if (!IsConstant(*t)) DECLINE("weights_not_constant", "compact weights are not constant");
     raw[i].data = t->data.raw_const;
@@ -225,9 +236,15 @@ bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, 
   DecodedLayer dec;
   std::string err;
   if (!DecodeNpasCustomOp(reg->custom_name, node->custom_initial_data,
-                          static_cast<size_t>(node->custom_initial_data_size), raw[0], raw[1], &dec,
-                          &err))
+                          static_cast<size_t>(node->custom_initial_data_size), raw[0], raw[1],
+                          nraw == 3 ? &raw[2] : nullptr, &dec, &err))
     DECLINE("custom_op_decode_failed", "cannot decode " + spec->op_name + ": " + err);
+  const bool quantized = dec.value_type != ValueType::kFloat32;
+  if (quantized && (!spec->int8 || node->inputs->size != 5))
+    DECLINE("unsupported_quantization",
+            "a quantized NPAS custom op needs int8 activations and 5 inputs");
+  if (!quantized && spec->int8)
+    DECLINE("not_float32", "a float32 NPAS custom op with int8 activations");
   if (!SetActivation(dec.activation, spec))
     DECLINE("unsupported_activation", "unsupported fused activation in custom op");
   spec->padding = dec.padding;
@@ -268,11 +285,19 @@ bool BuildCustom(TfLiteContext* ctx, TfLiteNode* node, TfLiteRegistration* reg, 
       expect = static_cast<size_t>(dec.kh) * dec.kw * spec->cout;
       break;
   }
-  if (dec.weights.size() != expect)
+  if ((quantized ? dec.qweights.size() : dec.weights.size()) != expect)
     DECLINE("custom_op_decode_failed", "decoded weights have the wrong size");
   if (spec->op != OpKind::kFullyConnected && !CheckStridesDilation(spec, reason, message))
     return false;
-  spec->owned_weights = std::move(dec.weights);
+  if (quantized) {
+    // The decoded integers with the op's scales are the int8 layer TFLite would run.
+    spec->owned_weights8 = std::move(dec.qweights);
+    if (!FinishInt8Scales(ctx, dec.scales.data(), static_cast<int>(dec.scales.size()), spec,
+                          reason, message))
+      return false;
+  } else {
+    spec->owned_weights = std::move(dec.weights);
+  }
   return CheckBiasSize(ctx, *spec, reason, message);
 }
 
@@ -294,6 +319,7 @@ const float* LayerSpec::Weights(const TfLiteContext* ctx) const {
 }
 
 const int8_t* LayerSpec::WeightsInt8(const TfLiteContext* ctx) const {
+  if (int8 && !owned_weights8.empty()) return owned_weights8.data();
   if (!int8 || weights_tensor < 0 || static_cast<size_t>(weights_tensor) >= ctx->tensors_size)
     return nullptr;
   return ctx->tensors[weights_tensor].data.int8;

@@ -42,5 +42,48 @@ int npas_test_decode(const char* name, const void* opts, size_t opts_size, const
   return 1;
 }
 
+// Quantized ops (options version 2): as npas_test_decode plus the scales input; fills qweights
+// (int8, builtin layout, capacity in elements) and scales_out (out_channels floats, capacity
+// scales_cap). meta as above, meta[13] = value type.
+int npas_test_decode_q(const char* name, const void* opts, size_t opts_size, const void* values,
+                       size_t values_bytes, int values_type, int values_dim, const void* index,
+                       size_t index_bytes, int index_type, int index_dim, const void* scales,
+                       size_t scales_bytes, int scales_type, int scales_dim, signed char* qweights,
+                       size_t capacity, float* scales_out, size_t scales_cap, int* meta, char* err,
+                       size_t err_cap) {
+  npas::RawTensor v, i, s;
+  v.data = values;
+  v.bytes = values_bytes;
+  v.tflite_type = values_type;
+  v.num_dims = 1;
+  v.dims = &values_dim;
+  i.data = index;
+  i.bytes = index_bytes;
+  i.tflite_type = index_type;
+  i.num_dims = 1;
+  i.dims = &index_dim;
+  s.data = scales;
+  s.bytes = scales_bytes;
+  s.tflite_type = scales_type;
+  s.num_dims = 1;
+  s.dims = &scales_dim;
+  npas::DecodedLayer d;
+  std::string error;
+  bool ok = npas::DecodeNpasCustomOp(name, opts, opts_size, v, i, &s, &d, &error);
+  if (err && err_cap) {
+    std::strncpy(err, error.c_str(), err_cap - 1);
+    err[err_cap - 1] = 0;
+  }
+  if (!ok) return 0;
+  int m[14] = {int(d.kind), d.padding, d.activation, d.stride_h, d.stride_w, d.dilation_h,
+               d.dilation_w, d.depth_multiplier, d.out_channels, d.kh, d.kw, d.in_channels,
+               int(d.qweights.size()), int(d.value_type)};
+  std::memcpy(meta, m, sizeof(m));
+  if (d.qweights.size() <= capacity) std::memcpy(qweights, d.qweights.data(), d.qweights.size());
+  if (d.scales.size() <= scales_cap)
+    std::memcpy(scales_out, d.scales.data(), d.scales.size() * sizeof(float));
+  return 1;
+}
+
 int npas_test_is_custom(const char* name) { return npas::IsNpasCustomOp(name) ? 1 : 0; }
 }

@@ -62,3 +62,31 @@ class Decoder:
         if not ok:
             return False, None, m, err.value.decode("utf-8", "replace")
         return True, out[:m[12]].copy(), m, ""
+
+    def decode_q(self, name, options: bytes, values: bytes, index: bytes, scales: bytes,
+                 capacity, values_type=9, index_type=3, scales_type=1, values_dim=None,
+                 index_dim=None, scales_dim=None):
+        """Quantized ops: -> (ok, int8 weights (builtin layout) or None, scales or None, meta,
+        error)."""
+        f = self.lib.npas_test_decode_q
+        f.restype = ctypes.c_int
+        bufs = [ctypes.create_string_buffer(bytes(b), max(1, len(b)))
+                for b in (options, values, index, scales)]
+        out = np.zeros(max(1, capacity), np.int8)
+        sc = np.zeros(4096, np.float32)
+        meta = (ctypes.c_int * 16)()
+        err = ctypes.create_string_buffer(512)
+        ok = f(name.encode(), bufs[0], ctypes.c_size_t(len(options)), bufs[1],
+               ctypes.c_size_t(len(values)), ctypes.c_int(values_type),
+               ctypes.c_int(len(values) if values_dim is None else values_dim), bufs[2],
+               ctypes.c_size_t(len(index)), ctypes.c_int(index_type),
+               ctypes.c_int(len(index) if index_dim is None else index_dim), bufs[3],
+               ctypes.c_size_t(len(scales)), ctypes.c_int(scales_type),
+               ctypes.c_int(len(scales) // 4 if scales_dim is None else scales_dim),
+               ctypes.c_void_p(out.ctypes.data), ctypes.c_size_t(capacity),
+               ctypes.c_void_p(sc.ctypes.data), ctypes.c_size_t(len(sc)), meta, err,
+               ctypes.c_size_t(512))
+        m = list(meta)[:14]
+        if not ok:
+            return False, None, None, m, err.value.decode("utf-8", "replace")
+        return True, out[:m[12]].copy(), sc[:m[8]].copy(), m, ""

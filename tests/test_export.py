@@ -190,9 +190,13 @@ def test_int8_quantization():
     rows = inspect(data)
     assert rows and all(r["kind"] == "builtin" for r in rows)
     assert rows[0]["density"] == pytest.approx(0.25, abs=0.05)
-    # npas format leaves int8 ops builtin
-    assert not has_npas_custom_ops(npas_keras.export(model, None, format="npas", quantize="int8",
-                                                     representative_data=rep))
+    # npas format: the pruned int8 ops become quantized NPAS custom ops holding the same integers
+    npas = npas_keras.export(model, None, format="npas", quantize="int8", representative_data=rep)
+    assert has_npas_custom_ops(npas)
+    nrows = inspect(npas)
+    assert [r["kind"] for r in nrows] == ["custom"] * len(rows)
+    assert all(r["bits"] == 8 for r in nrows)
+    assert nrows[0]["density"] == rows[0]["density"]
 
 
 def test_bad_arguments():

@@ -8,14 +8,17 @@
 #include "tflite_custom_ops/npas_custom_ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 
 namespace npas {
 namespace {
 
-constexpr uint32_t kVersion = 1;
-constexpr size_t kHeaderSize = 100;            // offset of the scheme string
+constexpr uint32_t kVersion = 1;               // float32 values
+constexpr uint32_t kVersionQuantized = 2;      // int8 / 4-bit values + scales input
+constexpr size_t kHeaderSize = 100;            // offset of the scheme string (version 1)
+constexpr size_t kHeaderSizeV2 = 108;          // version 2: + value_type, crc_scales
 constexpr uint64_t kMaxElements = 1ull << 28;  // largest weight matrix accepted
 constexpr uint32_t kMaxSchemeJson = 1u << 16;
 constexpr int kTypeFloat32 = 1, kTypeUInt8 = 3, kTypeInt8 = 9;
@@ -27,6 +30,8 @@ struct Options {
       depth_multiplier, out_channels, kh, kw, in_channels, rows, cols, encoding, p0, p1, p2,
       n_values, index_bytes;
   uint32_t crc_values, crc_index;
+  int32_t value_type = 0;  // ValueType; version 2 only
+  uint32_t crc_scales = 0;
 };
 
 uint32_t Crc32(const uint8_t* data, size_t n) {
@@ -116,12 +121,16 @@ bool ParseOptions(const uint8_t* o, size_t size, Options* opt, std::string* sche
   uint16_t version, header_size;
   std::memcpy(&version, o + 4, 2);
   std::memcpy(&header_size, o + 6, 2);
-  if (version != kVersion)
+  if (version != kVersion && version != kVersionQuantized)
     return Fail(error, "unsupported options version " + Str(version) + " (decoder supports " +
-                           Str(kVersion) + ")");
-  if (header_size != kHeaderSize) return Fail(error, "bad header size " + Str(header_size));
-  uint32_t slen = LoadU32(o + kHeaderSize - 4);
-  if (slen > kMaxSchemeJson || uint64_t{kHeaderSize} + slen + 4 != size)
+                           Str(kVersion) + " and " + Str(kVersionQuantized) + ")");
+  const size_t hsize = version == kVersion ? kHeaderSize : kHeaderSizeV2;
+  if (header_size != hsize) return Fail(error, "bad header size " + Str(header_size));
+  if (size < hsize + 4)
+    return Fail(error, "options truncated (" + Str(size) + " bytes, need at least " +
+                           Str(hsize + 4) + ")");
+  uint32_t slen = LoadU32(o + hsize - 4);
+  if (slen > kMaxSchemeJson || uint64_t{hsize} + slen + 4 != size)
     return Fail(error, "scheme string length " + Str(slen) + " does not match options size " +
                            Str(size));
   if (Crc32(o, size - 4) != LoadU32(o + size - 4))
@@ -131,7 +140,13 @@ bool ParseOptions(const uint8_t* o, size_t size, Options* opt, std::string* sche
   *opt = Options{f[0],  f[1],  f[2],  f[3],  f[4],  f[5],  f[6],  f[7],  f[8],  f[9],
                  f[10], f[11], f[12], f[13], f[14], f[15], f[16], f[17], f[18], f[19],
                  LoadU32(o + 88), LoadU32(o + 92)};
-  scheme->assign(reinterpret_cast<const char*>(o + kHeaderSize), slen);
+  if (version == kVersionQuantized) {
+    opt->value_type = LoadI32(o + 96);
+    opt->crc_scales = LoadU32(o + 100);
+    if (opt->value_type != int32_t(ValueType::kInt8) && opt->value_type != int32_t(ValueType::kInt4))
+      return Fail(error, "unknown value type " + Str(opt->value_type));
+  }
+  scheme->assign(reinterpret_cast<const char*>(o + hsize), slen);
   return true;
 }
 
@@ -169,9 +184,10 @@ bool ValidateOptions(const Options& o, const char* custom_name, std::string* err
   return true;
 }
 
-// --- the five index encodings; each fills w (rows*cols, zeroed) -------------------------------
+// --- the five index encodings; each fills w (rows*cols, zeroed; T = float or int8) ---------
 
-bool DecodeBitmap(const Options& o, const float* v, const uint8_t* idx, std::vector<float>& w,
+template <typename T>
+bool DecodeBitmap(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
                   std::string* error) {
   const uint64_t total = w.size();
   if (!CheckBitBytes(idx, o.index_bytes, total, "bitmap", error)) return false;
@@ -186,7 +202,8 @@ bool DecodeBitmap(const Options& o, const float* v, const uint8_t* idx, std::vec
   return true;
 }
 
-bool DecodeGap4(const Options& o, const float* v, const uint8_t* idx, std::vector<float>& w,
+template <typename T>
+bool DecodeGap4(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
                 std::string* error) {
   const uint64_t total = w.size(), nibbles = uint64_t(o.index_bytes) * 2;
   uint64_t q = 0;          // next nibble
@@ -214,7 +231,8 @@ bool DecodeGap4(const Options& o, const float* v, const uint8_t* idx, std::vecto
   return true;
 }
 
-bool DecodeBlock(const Options& o, const float* v, const uint8_t* idx, std::vector<float>& w,
+template <typename T>
+bool DecodeBlock(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
                  std::string* error) {
   const int64_t rows = o.rows, cols = o.cols, br = o.p0, bc = o.p1, mode = o.p2;
   if (br < 1 || br > rows || bc < 1 || bc > cols || mode < 0 || mode > 2)
@@ -252,7 +270,8 @@ bool DecodeBlock(const Options& o, const float* v, const uint8_t* idx, std::vect
   return true;
 }
 
-bool DecodePattern(const Options& o, const float* v, const uint8_t* idx, std::vector<float>& w,
+template <typename T>
+bool DecodePattern(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
                    std::string* error) {
   const int64_t p = o.p0, g = o.p1, id_bits = o.p2, rows = o.rows, cols = o.cols;
   if (p < 1 || p > 16 || g < 1 || p * g != cols || (id_bits != 4 && id_bits != 8))
@@ -293,7 +312,8 @@ bool DecodePattern(const Options& o, const float* v, const uint8_t* idx, std::ve
   return true;
 }
 
-bool DecodeNM(const Options& o, const float* v, const uint8_t* idx, std::vector<float>& w,
+template <typename T>
+bool DecodeNM(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
               std::string* error) {
   const int64_t n = o.p0, m = o.p1, bits = o.p2, rows = o.rows, cols = o.cols;
   if (n < 1 || n >= m || m > 65536 || bits != CeilLog2(m))
@@ -322,6 +342,32 @@ bool DecodeNM(const Options& o, const float* v, const uint8_t* idx, std::vector<
   return true;
 }
 
+// Places the stored values (float32, or int8 for both quantized types) into the dense GEMM-view
+// matrix with the op's index encoding.
+template <typename T>
+bool DecodeIndex(const Options& o, const T* v, const uint8_t* idx, std::vector<T>& w,
+                 std::string* error) {
+  switch (o.encoding) {
+    case kBitmap: return DecodeBitmap(o, v, idx, w, error);
+    case kGap4: return DecodeGap4(o, v, idx, w, error);
+    case kBlock: return DecodeBlock(o, v, idx, w, error);
+    case kPattern: return DecodePattern(o, v, idx, w, error);
+    case kNM: return DecodeNM(o, v, idx, w, error);
+  }
+  return Fail(error, "unknown index encoding " + Str(o.encoding));
+}
+
+// GEMM view [rows, cols] -> builtin layout (only depthwise differs: [1, kh, kw, out]).
+template <typename T>
+std::vector<T> BuiltinLayout(const Options& o, std::vector<T>&& w) {
+  if (o.op_kind != 2) return std::move(w);  // FC [out, in] and OHWI are the GEMM view already
+  const size_t outc = size_t(o.rows), khkw = size_t(o.cols);
+  std::vector<T> b(w.size());
+  for (size_t r = 0; r < outc; ++r)
+    for (size_t q = 0; q < khkw; ++q) b[q * outc + r] = w[r * khkw + q];
+  return b;
+}
+
 }  // namespace
 
 bool IsNpasCustomOp(const char* custom_name) {
@@ -334,6 +380,13 @@ bool IsNpasCustomOp(const char* custom_name) {
 bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t options_size,
                         const RawTensor& values, const RawTensor& indices, DecodedLayer* out,
                         std::string* error) {
+  return DecodeNpasCustomOp(custom_name, options, options_size, values, indices, nullptr, out,
+                            error);
+}
+
+bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t options_size,
+                        const RawTensor& values, const RawTensor& indices, const RawTensor* scales,
+                        DecodedLayer* out, std::string* error) {
   if (out == nullptr) return Fail(error, "no output");
   if (!IsNpasCustomOp(custom_name)) return Fail(error, "not an NPAS custom op");
   try {
@@ -342,13 +395,25 @@ bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t opt
     if (!ParseOptions(static_cast<const uint8_t*>(options), options_size, &o, &scheme, error))
       return false;
     if (!ValidateOptions(o, custom_name, error)) return false;
-    // The constant inputs.
-    if (values.tflite_type != kTypeFloat32) return Fail(error, "values tensor is not float32");
-    if (values.num_dims != 1 || values.dims == nullptr || values.dims[0] != o.n_values)
-      return Fail(error, "values tensor shape is not [n_values]");
-    if (values.bytes != uint64_t(o.n_values) * 4 || values.data == nullptr)
+    const ValueType vt = static_cast<ValueType>(o.value_type);
+    // The constant inputs. Values: float32 [n], int8 [n] or uint8 [ceil(n/2)] (4-bit packed).
+    const uint64_t vbytes_expect = vt == ValueType::kFloat32 ? uint64_t(o.n_values) * 4
+                                   : vt == ValueType::kInt8  ? uint64_t(o.n_values)
+                                                             : (uint64_t(o.n_values) + 1) / 2;
+    const int vtype = vt == ValueType::kFloat32 ? kTypeFloat32
+                      : vt == ValueType::kInt8  ? kTypeInt8
+                                                : kTypeUInt8;
+    const char* vname = vt == ValueType::kFloat32 ? "float32"
+                        : vt == ValueType::kInt8  ? "int8"
+                                                  : "uint8 (4-bit packed)";
+    if (values.tflite_type != vtype) return Fail(error, std::string("values tensor is not ") + vname);
+    if (values.num_dims != 1 || values.dims == nullptr ||
+        uint64_t(values.dims[0]) != (vt == ValueType::kFloat32 ? uint64_t(o.n_values) : vbytes_expect))
+      return Fail(error, "values tensor shape is not [" + Str(vt == ValueType::kFloat32 ? o.n_values
+                                                                     : int64_t(vbytes_expect)) + "]");
+    if (values.bytes != vbytes_expect || values.data == nullptr)
       return Fail(error, "values tensor has " + Str(values.bytes) + " bytes, expected " +
-                             Str(int64_t(o.n_values) * 4));
+                             Str(int64_t(vbytes_expect)));
     if (indices.tflite_type != kTypeUInt8 && indices.tflite_type != kTypeInt8)
       return Fail(error, "index tensor is not uint8");
     if (indices.num_dims != 1 || indices.dims == nullptr || indices.dims[0] != o.index_bytes)
@@ -362,22 +427,48 @@ bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t opt
       return Fail(error, "values checksum mismatch (weights corrupted)");
     if (Crc32(idx, indices.bytes) != o.crc_index)
       return Fail(error, "index checksum mismatch (index data corrupted)");
-    std::vector<float> v(size_t(o.n_values));
-    std::memcpy(v.data(), vbytes, values.bytes);  // the model buffer may be unaligned
-
-    std::vector<float> w(size_t(o.rows) * size_t(o.cols), 0.0f);
-    bool ok = false;
-    switch (o.encoding) {
-      case kBitmap: ok = DecodeBitmap(o, v.data(), idx, w, error); break;
-      case kGap4: ok = DecodeGap4(o, v.data(), idx, w, error); break;
-      case kBlock: ok = DecodeBlock(o, v.data(), idx, w, error); break;
-      case kPattern: ok = DecodePattern(o, v.data(), idx, w, error); break;
-      case kNM: ok = DecodeNM(o, v.data(), idx, w, error); break;
-      default: return Fail(error, "unknown index encoding " + Str(o.encoding));
+    std::vector<float> sc;
+    if (vt != ValueType::kFloat32) {
+      if (scales == nullptr) return Fail(error, "quantized op without a scales input");
+      if (scales->tflite_type != kTypeFloat32 || scales->num_dims != 1 || scales->dims == nullptr ||
+          scales->dims[0] != o.rows || scales->bytes != uint64_t(o.rows) * 4 ||
+          scales->data == nullptr)
+        return Fail(error, "scales tensor is not float32 [out_channels]");
+      if (Crc32(static_cast<const uint8_t*>(scales->data), scales->bytes) != o.crc_scales)
+        return Fail(error, "scales checksum mismatch (scales corrupted)");
+      sc.resize(size_t(o.rows));
+      std::memcpy(sc.data(), scales->data, scales->bytes);
+      for (float f : sc)
+        if (!(f > 0.f) || !std::isfinite(f)) return Fail(error, "weight scales must be positive and finite");
     }
-    if (!ok) return false;
 
     DecodedLayer d;
+    const size_t total = size_t(o.rows) * size_t(o.cols);
+    if (vt == ValueType::kFloat32) {
+      std::vector<float> v(size_t(o.n_values));
+      std::memcpy(v.data(), vbytes, values.bytes);  // the model buffer may be unaligned
+      std::vector<float> w(total, 0.0f);
+      if (!DecodeIndex(o, v.data(), idx, w, error)) return false;
+      d.weights = BuiltinLayout(o, std::move(w));
+    } else {
+      std::vector<int8_t> v(size_t(o.n_values));
+      if (vt == ValueType::kInt8) {
+        std::memcpy(v.data(), vbytes, values.bytes);
+      } else {
+        // Two's complement nibbles, low nibble first; an odd count leaves a zero high nibble.
+        if ((o.n_values & 1) && (vbytes[values.bytes - 1] >> 4) != 0)
+          return Fail(error, "int4 values: padding nibble of the last byte is not zero");
+        for (size_t k = 0; k < v.size(); ++k) {
+          const int nib = (vbytes[k >> 1] >> ((k & 1) * 4)) & 15;
+          v[k] = static_cast<int8_t>((nib ^ 8) - 8);
+        }
+      }
+      std::vector<int8_t> w(total, 0);
+      if (!DecodeIndex(o, v.data(), idx, w, error)) return false;
+      d.qweights = BuiltinLayout(o, std::move(w));
+      d.scales = std::move(sc);
+    }
+    d.value_type = vt;
     d.kind = o.op_kind == 0 ? CustomOpKind::kFullyConnected
              : o.op_kind == 1 ? CustomOpKind::kConv2D
                               : CustomOpKind::kDepthwiseConv2D;
@@ -393,15 +484,6 @@ bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t opt
     d.kw = o.kw;
     d.in_channels = o.in_channels;
     d.scheme_json = std::move(scheme);
-    if (o.op_kind == 2) {
-      // GEMM view [out, kh*kw] -> builtin [1, kh, kw, out].
-      const size_t outc = size_t(o.rows), khkw = size_t(o.cols);
-      d.weights.assign(w.size(), 0.0f);
-      for (size_t r = 0; r < outc; ++r)
-        for (size_t q = 0; q < khkw; ++q) d.weights[q * outc + r] = w[r * khkw + q];
-    } else {
-      d.weights = std::move(w);  // FC [out, in] and OHWI are the GEMM view already
-    }
     *out = std::move(d);
     return true;
   } catch (const std::bad_alloc&) {

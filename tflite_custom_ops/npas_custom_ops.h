@@ -13,6 +13,10 @@ namespace npas {
 
 enum class CustomOpKind { kFullyConnected, kConv2D, kDepthwiseConv2D };
 
+// What the values tensor stores (options version 1: float32; version 2: int8 or 4-bit packed
+// with per-output-channel scales in a fifth input, FORMAT.md "Quantized form").
+enum class ValueType { kFloat32 = 0, kInt8 = 1, kInt4 = 2 };
+
 // A constant tensor as the core sees it (data points into the model buffer).
 struct RawTensor {
   const void* data = nullptr;
@@ -32,14 +36,24 @@ struct DecodedLayer {
   int out_channels = 0, kh = 1, kw = 1, in_channels = 0;  // FC: kh = kw = 1, in_channels = in_features
   // Dense weights in the builtin op's layout: FC [out, in], CONV_2D OHWI [out, kh, kw, in],
   // DEPTHWISE_CONV_2D [1, kh, kw, out].
-  std::vector<float> weights;
+  std::vector<float> weights;                // float32 ops (empty for quantized ones)
   std::string scheme_json;  // the scheme recorded at export (for verbose logs / stats)
+  // Quantized ops: the integer weights (4-bit ones unpacked to int8) in the same builtin layout,
+  // and the symmetric per-output-channel weight scales [out_channels] (zero point 0).
+  ValueType value_type = ValueType::kFloat32;
+  std::vector<int8_t> qweights;
+  std::vector<float> scales;
 };
 
 bool IsNpasCustomOp(const char* custom_name);
 
 // Validates everything (magic, version, sizes, every index inside the weight matrix) and fills
 // *out. On any inconsistency returns false with a message in *error; never reads out of bounds.
+// `scales` (the fifth input) is required by quantized ops and ignored by float32 ones; the
+// overload without it decodes float32 ops only.
+bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t options_size,
+                        const RawTensor& values, const RawTensor& indices, const RawTensor* scales,
+                        DecodedLayer* out, std::string* error);
 bool DecodeNpasCustomOp(const char* custom_name, const void* options, size_t options_size,
                         const RawTensor& values, const RawTensor& indices, DecodedLayer* out,
                         std::string* error);

@@ -1,6 +1,7 @@
 """Export: tf_keras -> .tflite, standard ops or compact NPAS custom ops (see DESIGN.md, docs/export.md).
 
-    npas_keras.export(model, "m.tflite", format="standard" | "npas", quantize=None | "int8")
+    npas_keras.export(model, "m.tflite", format="standard" | "npas", quantize=None | "int8",
+                      weight_bits=None | 4 | {layer: 4 | 8})
     npas_keras.inspect("m.tflite") -> list of per-weight-op rows
     npas_keras.export.has_npas_custom_ops(model_bytes) -> bool   (no TensorFlow import)
 
@@ -16,10 +17,11 @@ from npas_keras.export.format import CUSTOM_NAMES, is_npas_custom_name  # noqa: 
 from npas_keras.export.inspection import format_inspect, inspect, print_inspect  # noqa: F401
 
 
-def export(model, path=None, format="standard", representative_data=None, quantize=None):
+def export(model, path=None, format="standard", representative_data=None, quantize=None,
+           weight_bits=None):
     from npas_keras.export.converter import export as _export
     return _export(model, path, format=format, representative_data=representative_data,
-                   quantize=quantize)
+                   quantize=quantize, weight_bits=weight_bits)
 
 
 try:

@@ -15,7 +15,8 @@ _WEIGHT_ATTR = {"Dense": "kernel", "Conv2D": "kernel", "Conv1D": "kernel",
                 "DepthwiseConv2D": "depthwise_kernel"}
 
 
-def export(model, path=None, format="standard", representative_data=None, quantize=None):
+def export(model, path=None, format="standard", representative_data=None, quantize=None,
+           weight_bits=None):
     """Converts a tf_keras model (pruned with wrappers, stripped, or plain) to TensorFlow Lite.
 
     format="standard": builtin ops, zeros in place (any TFLite runtime runs it).
@@ -23,7 +24,13 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         compact weights (tflite_custom_ops/FORMAT.md); runs only with the npas delegate.
     quantize="int8" (needs representative_data: an array of inputs, a list of arrays for several
         inputs, or a generator function in TFLite's representative-dataset form) gives a
-        full-integer model; int8 ops stay builtin in either format.
+        full-integer model. format="npas" then writes pruned int8 ops as quantized NPAS custom
+        ops (int8 values, per-channel scales).
+    weight_bits (with quantize="int8"): 4, 8, or {layer name: 4 | 8} (e.g. the "bits" of
+        `quantization.select_bits`); layers not named stay 8-bit. A 4-bit layer's kernel must
+        already lie on a 4-bit grid k * s per output channel (`quantization.apply_bits`); it is
+        stored as int8 k with scale s (same real weights) in the standard format and packed two
+        weights per byte in the npas format. A layer off the grid raises ValueError.
 
     Both formats record per-layer scheme metadata ("npas_schemes"), read back by
     `npas_keras.inspect`. Writes `path` and returns it; with path=None returns the bytes.
@@ -32,6 +39,7 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    bits = _check_weight_bits(weight_bits, quantize)
     if quantize == "int8" and representative_data is None:
         raise ValueError("quantize='int8' needs representative_data (sample inputs) to "
                          "calibrate activation ranges")
@@ -44,8 +52,11 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         check_model(model, "stripped model")
     schemes = getattr(model, "npas_schemes", None) or schemes or {}
     tflite = _convert(model, representative_data, quantize)
-    model_bytes, _ = fb.analyze_and_rewrite(tflite, _match_layers(model, tflite, schemes),
-                                            npas=(format == "npas"), export_format=format)
+    op_info = _match_layers(model, tflite, schemes)
+    if bits:
+        _add_int4_grids(model, tflite, op_info, bits)
+    model_bytes, _ = fb.analyze_and_rewrite(tflite, op_info, npas=(format == "npas"),
+                                            export_format=format)
     if path is None:
         return model_bytes
     path = os.fspath(path)
@@ -58,6 +69,58 @@ def export(model, path=None, format="standard", representative_data=None, quanti
 
 
 # --------------------------------------------------------------------------------------------
+
+def _check_weight_bits(weight_bits, quantize):
+    """weight_bits -> {layer: 4 | 8}, {"*": 4 | 8} for all layers, or {} (nothing to do)."""
+    if weight_bits is None:
+        return {}
+    if quantize != "int8":
+        raise ValueError("weight_bits needs quantize='int8' (4-bit weights are stored as "
+                         "quantized integers)")
+    items = weight_bits.items() if isinstance(weight_bits, dict) else [("*", weight_bits)]
+    out = {}
+    for name, b in items:
+        if isinstance(b, bool) or b not in (4, 8):
+            raise ValueError(f"weight_bits must be 4 or 8 per layer, got {b!r} for {name!r}")
+        out[str(name)] = int(b)
+    return out
+
+
+def _add_int4_grids(model, tflite, op_info, bits):
+    """Adds op_info[...]["int4"] = {"k", "scales", "bias"} for the ops of 4-bit layers, from
+    their Keras kernels (format.int4_grid); ValueError for a layer off the grid or not found."""
+    layers = {l.name: l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR}
+    wanted = {n for n, b in bits.items() if b == 4 and n != "*"}
+    missing = sorted(set(bits) - set(layers) - {"*"})
+    if missing:
+        raise ValueError(f"weight_bits names layers the model does not have (or that have no "
+                         f"Dense/Conv/DepthwiseConv kernel): {missing}")
+    found = set()
+    for info in op_info.values():
+        name = info["layer"]
+        if bits.get(name, bits.get("*", 8)) != 4:
+            continue
+        try:
+            k, scales = fmt.int4_grid(_keras_gemm(layers[name]))
+        except ValueError as exc:
+            raise ValueError(f"layer {name!r} cannot be exported with 4-bit weights: {exc}. "
+                             "Put its kernel on a 4-bit grid first, e.g. "
+                             f"npas_keras.quantization.apply_bits(model, {{{name!r}: 4}}), "
+                             "or give it 8 bits") from None
+        bias = getattr(layers[name], "bias", None)
+        info["int4"] = {"k": k, "scales": scales,
+                        "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
+        found.add(name)
+    lost = sorted(wanted - found)
+    if lost:
+        raise ValueError(f"4-bit layers without a matching int8 op in the converted model: {lost}")
+    if bits.get("*") == 4:
+        tm, raw = fb.load_model(tflite)
+        if len(list(fb.weight_ops(tm, raw))) > len(op_info):
+            raise ValueError("weight_bits=4: some weight ops of the converted model are not "
+                             "matched to a Keras layer, so their 4-bit grid cannot be checked; "
+                             "name the layers in a dict instead")
+
 
 def _iter_layers(model):
     for layer in getattr(model, "layers", []):

@@ -296,25 +296,41 @@ def weight_ops(model, raw):
                            tensor=None)
 
 
+_VALUES_TENSOR_TYPE = {fmt.VALUES_FLOAT32: _TT.FLOAT32, fmt.VALUES_INT8: _TT.INT8,
+                       fmt.VALUES_INT4: _TT.UINT8}
+
+
 def decode_custom_op(model, raw, sg, entry):
-    """(options, GEMM-view matrix) of an NPAS custom op; ValueError naming the op on problems."""
+    """(options, GEMM-view matrix) of an NPAS custom op; ValueError naming the op on problems.
+    Quantized ops (version 2) give the integer matrix (int8) and their weight scales in
+    options.extra["scales"]."""
     op, inputs = entry["op"], entry["inputs"]
     where = f"op {entry['op_index']} ({entry['custom']}) of subgraph {entry['subgraph']}"
     try:
-        if len(inputs) != 4:
-            raise ValueError(f"expected 4 inputs (activation, values, index, bias), got "
-                             f"{len(inputs)}")
         opts = fmt.unpack_options(custom_options_bytes(op, raw), entry["custom"])
-        if inputs[1] < 0 or inputs[2] < 0:
-            raise ValueError("values or index input missing")
+        want = 5 if opts.quantized else 4
+        if len(inputs) != want:
+            raise ValueError(f"expected {want} inputs (activation, values, index, bias"
+                             f"{', scales' if opts.quantized else ''}), got {len(inputs)}")
+        if inputs[1] < 0 or inputs[2] < 0 or (opts.quantized and inputs[4] < 0):
+            raise ValueError("values, index or scales input missing")
         vt, it = sg.tensors[inputs[1]], sg.tensors[inputs[2]]
-        if vt.type != _TT.FLOAT32 or it.type not in (_TT.UINT8, _TT.INT8):
-            raise ValueError("values must be float32 and index data uint8")
+        if vt.type != _VALUES_TENSOR_TYPE[opts.value_type] or it.type not in (_TT.UINT8,
+                                                                              _TT.INT8):
+            raise ValueError(f"values must be {fmt.VALUE_TYPE_NAMES[opts.value_type]} "
+                             f"({'packed in uint8' if opts.value_type == fmt.VALUES_INT4 else 'as options say'})"
+                             " and index data uint8")
         values = constant_array(model, raw, vt)
         index = constant_array(model, raw, it)
         if values is None or index is None:
             raise ValueError("values or index data are not constant tensors")
         matrix = fmt.decode_matrix(opts, values.ravel(), index.ravel().view(np.uint8))
+        if opts.quantized:
+            st = sg.tensors[inputs[4]]
+            scales = constant_array(model, raw, st) if st.type == _TT.FLOAT32 else None
+            if scales is None:
+                raise ValueError("scales are not a constant float32 tensor")
+            opts.extra["scales"] = fmt.check_scales(opts, scales.ravel())
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     return opts, matrix
@@ -391,16 +407,55 @@ def _custom_opcode_index(model, name):
     return len(model.operatorCodes) - 1
 
 
+def quantization_of(tensor):
+    """(scales float32, zero points int64, quantized dimension) of a tensor, or None."""
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    zp = np.zeros(len(q.scale), np.int64) if q.zeroPoint is None else \
+        np.asarray(q.zeroPoint, np.int64).ravel()
+    return np.asarray(q.scale, np.float32).ravel(), zp, int(q.quantizedDimension)
+
+
+def weight_scales(entry, rows):
+    """Per-output-channel scales [rows] of a symmetric int8 weight tensor, or the reason why it
+    has none (asymmetric, per-tensor of another axis, non-positive)."""
+    q = quantization_of(entry["tensor"])
+    if q is None:
+        return "int8 weights without quantization parameters"
+    scales, zps, qdim = q
+    if len(zps) != len(scales) or np.any(zps != 0):
+        return "int8 weights with a nonzero zero point"
+    if len(scales) != 1 and (len(scales) != rows or
+                             qdim != (3 if entry["kind"] == fmt.KIND_DW else 0)):
+        return "int8 weight scales are neither per-tensor nor per output channel"
+    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        return "int8 weight scales not positive"
+    return np.broadcast_to(scales, (rows,)).astype(np.float32)
+
+
 def _eligible(model, raw, sg, entry, weights):
-    """None when the op can become an NPAS custom op, else the reason why not."""
+    """None when the op can become an NPAS custom op, else the reason why not. float32 ops, and
+    int8 ops as the converter writes them (int8 activations with one scale/zero point each,
+    symmetric int8 weights per channel or per tensor, int32 bias)."""
     op, kind, t = entry["op"], entry["kind"], entry["tensor"]
-    if t.type != _TT.FLOAT32 or weights is None:
-        return "weights are not constant float32"
+    if t.type not in (_TT.FLOAT32, _TT.INT8) or weights is None:
+        return "weights are not constant float32 or int8"
+    int8 = t.type == _TT.INT8
     if t.sparsity is not None:
         return "weights already use TFLite sparsity"
     for idx in (entry["inputs"][0], op.outputs[0] if len(op.outputs) else -1):
-        if idx < 0 or sg.tensors[idx].type != _TT.FLOAT32:
-            return "activation is not float32"
+        if idx < 0 or sg.tensors[idx].type != (_TT.INT8 if int8 else _TT.FLOAT32):
+            return "activation is not int8" if int8 else "activation is not float32"
+        if int8:
+            q = quantization_of(sg.tensors[idx])
+            if q is None or len(q[0]) != 1 or not (q[0][0] > 0) or not -128 <= q[1][0] <= 127:
+                return "int8 activation without one positive scale and an int8 zero point"
+    if int8:
+        rows = weights.shape[-1] if kind == fmt.KIND_DW else weights.shape[0]
+        ws = weight_scales(entry, rows)
+        if isinstance(ws, str):
+            return ws
     o = op.builtinOptions
     if o is None:
         return "missing builtin options"
@@ -422,17 +477,99 @@ def _eligible(model, raw, sg, entry, weights):
         act_shape = _ints(sg.tensors[entry["inputs"][0]].shape)
         if not act_shape or act_shape[-1] != weights.shape[3]:
             return "grouped convolution (filter channels != input channels)"
-    if len(entry["inputs"]) > 3 and entry["inputs"][3] >= 0:
-        bias = sg.tensors[entry["inputs"][3]]
-        if bias.type != _TT.FLOAT32:
-            return "bias is not float32"
+    if len(entry["inputs"]) > 2 and entry["inputs"][2] >= 0:
+        bias = sg.tensors[entry["inputs"][2]]
+        if bias.type != (_TT.INT32 if int8 else _TT.FLOAT32):
+            return "bias is not int32" if int8 else "bias is not float32"
     return None
+
+
+def _new_buffer(model, array) -> int:
+    buf = _AlignedBufferT()
+    buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8)
+    model.buffers.append(buf)
+    return len(model.buffers) - 1
+
+
+def _set_buffer(model, uses, tensor, array):
+    """Gives `tensor` the bytes of `array`: in place when no other tensor shares its buffer."""
+    if tensor.buffer > 0 and uses.get(tensor.buffer, 0) == 1:
+        buf = _AlignedBufferT()
+        buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8)
+        model.buffers[tensor.buffer] = buf
+    else:
+        tensor.buffer = _new_buffer(model, array)
+        uses[tensor.buffer] = 1
+
+
+def _per_channel(scales, qdim):
+    q = schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32)
+    q.zeroPoint = np.zeros(len(scales), np.int64)
+    q.quantizedDimension = qdim
+    return q
+
+
+def requantize_int4(model, raw, uses, entry, weights, grid):
+    """Re-expresses an int8 weight op as 4-bit values: int8 weights k in [-8, 7] with per-channel
+    scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales": [rows], "bias": float
+    bias or None, "layer"} comes from the Keras kernel (format.int4_grid), so the real weights are
+    the model's own k * s. Checks that the converter's int8 weights are the quantization of those
+    same weights (else ValueError: the op is not that layer, or the converter changed it); the
+    int32 bias is requantized to the new scale input_scale * s (from the float bias when given).
+    Returns the new builtin-layout int8 weights."""
+    sg = model.subgraphs[entry["subgraph"]]
+    kind, t, layer = entry["kind"], entry["tensor"], grid.get("layer")
+    where = f"layer {layer!r} (op {entry['op_index']}, {entry['builtin']})"
+    if t.type != _TT.INT8 or weights is None:
+        raise ValueError(f"{where}: 4-bit weights need the int8 export (quantize='int8')")
+    q8 = fmt.gemm_view(kind, weights.astype(np.float32))
+    rows = q8.shape[0]
+    s8 = weight_scales(entry, rows)
+    if isinstance(s8, str):
+        raise ValueError(f"{where}: {s8}")
+    k = np.asarray(grid["k"], np.int8)
+    s4 = np.asarray(grid["scales"], np.float32).copy()
+    if k.shape != q8.shape:
+        raise ValueError(f"{where}: Keras kernel GEMM view {k.shape} != TFLite weights "
+                         f"{q8.shape}")
+    empty = s4 <= 0
+    s4[empty] = s8[empty]                                   # all-zero rows keep their scale
+    expect = np.round(k.astype(np.float64) * s4[:, None] / s8[:, None])
+    if np.any(np.abs(expect - q8) > 1) or np.any((k == 0) != (q8 == 0)):
+        raise ValueError(f"{where}: the converter's int8 weights are not the quantization of "
+                         "the layer's 4-bit kernel (a folded batch norm or another rewrite?); "
+                         "refusing to store it in 4 bits")
+    if uses.get(t.buffer, 0) != 1:
+        raise ValueError(f"{where}: weight buffer shared with another tensor")
+    new = fmt.builtin_layout(kind, k.astype(np.float32), *weights.shape[1:3]) \
+        if kind != fmt.KIND_FC else k.astype(np.float32)
+    new = new.reshape(weights.shape).astype(np.int8)
+    _set_buffer(model, uses, t, new)
+    t.quantization = _per_channel(s4, 3 if kind == fmt.KIND_DW else 0)
+    bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
+    if bias_idx >= 0:
+        bt = sg.tensors[bias_idx]
+        b32 = constant_array(model, raw, bt)
+        in_q = quantization_of(sg.tensors[entry["inputs"][0]])
+        if bt.type != _TT.INT32 or b32 is None or b32.size != rows or in_q is None:
+            raise ValueError(f"{where}: bias is not a constant int32 [{rows}] tensor")
+        in_scale = np.float64(in_q[0][0])
+        fb = grid.get("bias")
+        real = (np.asarray(fb, np.float64).ravel() if fb is not None and np.size(fb) == rows
+                else b32.astype(np.float64).ravel() * in_scale * s8)
+        bq = np.round(real / (in_scale * s4.astype(np.float64)))
+        _set_buffer(model, uses, bt, np.clip(bq, -2 ** 31, 2 ** 31 - 1).astype("<i4"))
+        bt.quantization = _per_channel((in_scale * s4.astype(np.float64)).astype(np.float32), 0)
+    return new
 
 
 def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
     """Adds the `npas_schemes` metadata and (npas=True) rewrites pruned weight ops into NPAS
-    custom ops. `op_info` maps (subgraph, op_index) -> {"layer", "weight", "scheme"} from the
-    Keras side. Returns (model bytes, metadata dict)."""
+    custom ops: float32 ops into float32 custom ops, int8 ops into quantized ones (int8 values,
+    or 4-bit when the op's `op_info` entry has "int4", see requantize_int4, which applies in
+    both formats). `op_info` maps (subgraph, op_index) -> {"layer", "weight", "scheme"[, "int4"]}
+    from the Keras side. Returns (model bytes, metadata dict)."""
     model, raw = load_model(data)
     op_info = op_info or {}
     uses = _buffer_uses(model)
@@ -444,11 +581,15 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         op, kind, t = entry["op"], entry["kind"], entry["tensor"]
         weights = constant_array(model, raw, t)
         info = op_info.get((entry["subgraph"], entry["op_index"]), {})
+        int4 = info.get("int4") is not None
+        if int4:
+            weights = requantize_int4(model, raw, uses, entry, weights,
+                                      dict(info["int4"], layer=info.get("layer")))
         row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
                    custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
                    tensor=tensor_name(t), shape=_ints(t.shape), scheme=None, scheme_config=None,
                    block_shape=None, density=None, encoding=None, stored_bytes=None,
-                   dense_bytes=None, note=None)
+                   dense_bytes=None, note=None, bits=4 if int4 else None)
         rows.append(row)
         if weights is None:
             row["note"] = "weights are not constant"
@@ -467,24 +608,39 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         row["block_shape"] = _jsonable(bs if bs is not None else desc.get("block_shape"))
         row["density"] = float((matrix != 0).mean())
         row["dense_bytes"] = row["stored_bytes"] = int(weights.nbytes)
+        if row["bits"] is None and t.type in (_TT.INT8, _TT.FLOAT32):
+            row["bits"] = 8 if t.type == _TT.INT8 else 32
         if not npas:
             continue
         reason = _eligible(model, raw, sg, entry, weights)
         if reason is None and uses.get(t.buffer, 0) != 1:
             reason = "weight buffer shared with another tensor"
-        if reason is None and row["density"] >= 1.0:
+        # a dense 4-bit layer still halves its bytes in the packed form
+        if reason is None and row["density"] >= 1.0 and not int4:
             reason = "dense"
         if reason is None and row["density"] == 0.0:
             reason = "all weights are zero"
         if reason is not None:
             row["note"] = reason
             continue
+        quantized = t.type == _TT.INT8
+        value_type = (fmt.VALUES_INT4 if int4 else fmt.VALUES_INT8) if quantized \
+            else fmt.VALUES_FLOAT32
         hints = fmt.hints_from_scheme(scheme_cfg) if scheme_cfg is not None else {}
         if not hints.get("block_shapes") and isinstance(row["block_shape"], list):
             hints["block_shapes"] = [tuple(row["block_shape"])]
         enc, index, values, params = fmt.encode_matrix(
-            matrix, kind, kh, kw, hints.get("block_shapes", ()), hints.get("nm", ()))
-        if index.nbytes + values.nbytes >= weights.nbytes:
+            matrix, kind, kh, kw, hints.get("block_shapes", ()), hints.get("nm", ()),
+            value_bits=fmt.VALUE_BITS[value_type])
+        if value_type == fmt.VALUES_FLOAT32:
+            vdata = values.astype("<f4")
+        elif value_type == fmt.VALUES_INT8:
+            vdata = values.astype(np.int8)
+        else:
+            vdata = fmt.pack_int4(values.astype(np.int8))
+        scales = weight_scales(entry, matrix.shape[0]) if quantized else None
+        stored = vdata.nbytes + index.nbytes + (0 if scales is None else scales.nbytes)
+        if stored >= weights.nbytes:
             row["note"] = "compact form not smaller than dense"
             continue
         attrs = _options_attrs(model, op, kind)
@@ -507,36 +663,46 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         opts = fmt.CustomOptions(
             op_kind=kind, out_channels=out_ch, kh=kh, kw=kw, in_channels=int(in_ch),
             rows=matrix.shape[0], cols=matrix.shape[1], encoding=enc, params=params,
-            n_values=len(values), index_bytes=len(index), crc_values=fmt.crc32(values.tobytes()),
-            crc_index=fmt.crc32(index.tobytes()), scheme_json=scheme_json, **attrs)
+            n_values=len(values), index_bytes=len(index), crc_values=fmt.crc32(vdata.tobytes()),
+            crc_index=fmt.crc32(index.tobytes()), scheme_json=scheme_json,
+            value_type=value_type,
+            crc_scales=0 if scales is None else fmt.crc32(scales.astype("<f4").tobytes()),
+            **attrs)
         fmt.validate_options(opts)
         # values take over the dense weight tensor and its buffer; the index gets a new tensor
+        # (and a quantized op a scales tensor: the weight scales leave the values tensor)
         vbuf = _AlignedBufferT()
-        vbuf.data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
+        vbuf.data = np.frombuffer(vdata.tobytes(), dtype=np.uint8)
         model.buffers[t.buffer] = vbuf
-        t.shape = np.array([len(values)], dtype=np.int32)
+        t.shape = np.array([len(vdata)], dtype=np.int32)
         t.shapeSignature = None
-        t.name = tensor_name(t) + "/npas_values"
-        ibuf = _AlignedBufferT()
-        ibuf.data = index.astype(np.uint8)
-        model.buffers.append(ibuf)
-        it = schema.TensorT()
-        it.shape = np.array([len(index)], dtype=np.int32)
-        it.type = _TT.UINT8
-        it.buffer = len(model.buffers) - 1
-        it.name = tensor_name(t)[: -len("/npas_values")] + "/npas_index"
-        it.hasRank = True
-        sg.tensors.append(it)
+        t.type = _VALUES_TENSOR_TYPE[value_type]
+        t.quantization = None
+        base = tensor_name(t)
+        t.name = base + "/npas_values"
+        extra = [(index.astype(np.uint8), _TT.UINT8, "/npas_index")]
+        if scales is not None:
+            extra.append((scales.astype("<f4"), _TT.FLOAT32, "/npas_scales"))
+        new_idx = []
+        for arr, ttype, suffix in extra:
+            nt = schema.TensorT()
+            nt.shape = np.array([len(arr)], dtype=np.int32)
+            nt.type = ttype
+            nt.buffer = _new_buffer(model, arr)
+            nt.name = base + suffix
+            nt.hasRank = True
+            sg.tensors.append(nt)
+            new_idx.append(len(sg.tensors) - 1)
         bias = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
-        op.inputs = np.array([entry["inputs"][0], entry["weight_tensor"], len(sg.tensors) - 1,
-                              bias], dtype=np.int32)
+        op.inputs = np.array([entry["inputs"][0], entry["weight_tensor"], new_idx[0], bias]
+                             + new_idx[1:], dtype=np.int32)
         op.opcodeIndex = _custom_opcode_index(model, fmt.CUSTOM_NAMES[kind])
         op.builtinOptionsType = schema.BuiltinOptions.NONE
         op.builtinOptions = None
         op.customOptions = np.frombuffer(opts.pack(), dtype=np.uint8)
         op.customOptionsFormat = 0
         row.update(custom_op=fmt.CUSTOM_NAMES[kind], encoding=fmt.ENCODING_NAMES[enc],
-                   stored_bytes=int(values.nbytes + index.nbytes))
+                   stored_bytes=int(stored))
     meta = {"format": METADATA_NAME, "version": 1,
             "export_format": export_format or ("npas" if npas else "standard"), "layers": rows}
     set_metadata(model, json.dumps(meta, sort_keys=True, default=str).encode("utf-8"))

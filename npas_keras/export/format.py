@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MAGIC = b"NPAS"
-VERSION = 1
+VERSION = 1            # float32 values
+VERSION_QUANTIZED = 2  # int8 or 4-bit values, per-channel scales (FORMAT.md, "Quantized form")
 
 # op kinds (options field `op_kind`) and their custom-op names
 KIND_FC, KIND_CONV, KIND_DW = 0, 1, 2
@@ -38,10 +39,17 @@ ENC_BITMAP, ENC_GAP4, ENC_BLOCK, ENC_PATTERN, ENC_NM = 1, 2, 3, 4, 5
 ENCODING_NAMES = {ENC_BITMAP: "bitmap", ENC_GAP4: "gap4", ENC_BLOCK: "block",
                   ENC_PATTERN: "pattern", ENC_NM: "n_m"}
 
+# value types (options field `value_type`, version 2 only; version 1 means float32)
+VALUES_FLOAT32, VALUES_INT8, VALUES_INT4 = 0, 1, 2
+VALUE_TYPE_NAMES = {VALUES_FLOAT32: "float32", VALUES_INT8: "int8", VALUES_INT4: "int4"}
+VALUE_BITS = {VALUES_FLOAT32: 32, VALUES_INT8: 8, VALUES_INT4: 4}
+
 # Fixed header: magic, version, header_size, then 22 int32/uint32 fields, then the scheme string.
 _HEADER = struct.Struct("<4sHH20i2I")          # up to and including crc_index
 _HEADER_SIZE = _HEADER.size + 4                  # + scheme_json_len (u32)
 assert _HEADER_SIZE == 100, _HEADER_SIZE
+_QHEADER = struct.Struct("<iI")                  # version 2: value_type, crc_scales
+_HEADER_SIZE_V2 = _HEADER_SIZE + _QHEADER.size   # 108
 MAX_ELEMENTS = 1 << 28                           # largest weight matrix accepted (1 GiB of float32)
 MAX_SCHEME_JSON = 1 << 16
 
@@ -76,7 +84,22 @@ class CustomOptions:
     crc_values: int = 0
     crc_index: int = 0
     scheme_json: str = ""
+    value_type: int = VALUES_FLOAT32  # int8 / int4 values: version 2 (with a scales input)
+    crc_scales: int = 0               # version 2: CRC-32 of the scales tensor (float32 [rows])
     extra: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return VERSION if self.value_type == VALUES_FLOAT32 else VERSION_QUANTIZED
+
+    @property
+    def quantized(self) -> bool:
+        return self.value_type != VALUES_FLOAT32
+
+    @property
+    def values_bytes(self) -> int:
+        """Bytes of the values tensor: 4, 1 or 1/2 (rounded up) per stored value."""
+        return -(-self.n_values * VALUE_BITS.get(self.value_type, 32) // 8)
 
     @property
     def custom_name(self) -> str:
@@ -91,11 +114,14 @@ class CustomOptions:
         if len(scheme) > MAX_SCHEME_JSON:
             raise ValueError(f"scheme json too long ({len(scheme)} bytes)")
         p0, p1, p2 = (list(self.params) + [0, 0, 0])[:3]
-        head = _HEADER.pack(MAGIC, VERSION, _HEADER_SIZE, self.op_kind, self.padding,
+        hsize = _HEADER_SIZE if self.version == VERSION else _HEADER_SIZE_V2
+        head = _HEADER.pack(MAGIC, self.version, hsize, self.op_kind, self.padding,
                             self.activation, self.stride_h, self.stride_w, self.dilation_h,
                             self.dilation_w, self.depth_multiplier, self.out_channels, self.kh,
                             self.kw, self.in_channels, self.rows, self.cols, self.encoding, p0, p1,
                             p2, self.n_values, self.index_bytes, self.crc_values, self.crc_index)
+        if self.version == VERSION_QUANTIZED:
+            head += _QHEADER.pack(self.value_type, self.crc_scales)
         body = head + struct.pack("<I", len(scheme)) + scheme
         return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
@@ -110,20 +136,24 @@ def unpack_options(data, custom_name=None) -> CustomOptions:
     magic, version, header_size = fields[:3]
     if magic != MAGIC:
         raise ValueError(f"NPAS custom options: bad magic {magic!r} (expected {MAGIC!r})")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_QUANTIZED):
         raise ValueError(f"NPAS custom options: unsupported version {version} (this reader "
-                         f"supports {VERSION})")
-    if header_size != _HEADER_SIZE:
-        raise ValueError(f"NPAS custom options: header size {header_size} != {_HEADER_SIZE}")
-    (slen,) = struct.unpack_from("<I", data, _HEADER_SIZE - 4)
-    if slen > MAX_SCHEME_JSON or _HEADER_SIZE + slen + 4 != len(data):
+                         f"supports {VERSION} and {VERSION_QUANTIZED})")
+    hsize = _HEADER_SIZE if version == VERSION else _HEADER_SIZE_V2
+    if header_size != hsize:
+        raise ValueError(f"NPAS custom options: header size {header_size} != {hsize}")
+    if len(data) < hsize + 4:
+        raise ValueError(f"NPAS custom options truncated: {len(data)} bytes, need at least "
+                         f"{hsize + 4}")
+    (slen,) = struct.unpack_from("<I", data, hsize - 4)
+    if slen > MAX_SCHEME_JSON or hsize + slen + 4 != len(data):
         raise ValueError(f"NPAS custom options: scheme string length {slen} does not match the "
                          f"options size {len(data)}")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
         raise ValueError("NPAS custom options: checksum mismatch (options corrupted)")
     try:
-        scheme = data[_HEADER_SIZE:_HEADER_SIZE + slen].decode("utf-8", "replace")
+        scheme = data[hsize:hsize + slen].decode("utf-8", "replace")
     except UnicodeDecodeError as exc:
         raise ValueError(f"NPAS custom options: scheme string is not UTF-8 ({exc})") from None
     f = fields[3:]
@@ -133,6 +163,10 @@ def unpack_options(data, custom_name=None) -> CustomOptions:
                          cols=f[13], encoding=f[14], params=(f[15], f[16], f[17]),
                          n_values=f[18], index_bytes=f[19], crc_values=f[20], crc_index=f[21],
                          scheme_json=scheme)
+    if version == VERSION_QUANTIZED:
+        opts.value_type, opts.crc_scales = _QHEADER.unpack_from(data, _HEADER_SIZE - 4)
+        if opts.value_type not in (VALUES_INT8, VALUES_INT4):
+            raise ValueError(f"NPAS custom options: unknown value type {opts.value_type}")
     validate_options(opts, custom_name)
     return opts
 
@@ -312,10 +346,11 @@ def encode_nm(w, n, m):
     return _packbits(bitarr), vals.astype(np.float32), (n, m, bits)
 
 
-def candidate_encodings(w, op_kind, kh=1, kw=1, block_shapes=(), nm=(), limit=None):
+def candidate_encodings(w, op_kind, kh=1, kw=1, block_shapes=(), nm=(), limit=None,
+                        value_bits=32):
     """Yields (encoding, index, values, params) for every encoding that applies to `w`.
-    `limit` (a one-element list, read lazily) skips N:M candidates whose size, known before
-    encoding, is not below limit[0]."""
+    `limit` (a one-element list, read lazily) skips N:M candidates whose size (values of
+    `value_bits` bits + index), known before encoding, is not below limit[0]."""
     rows, cols = w.shape
     yield (ENC_BITMAP, *encode_bitmap(w))
     yield (ENC_GAP4, *encode_gap4(w))
@@ -349,20 +384,20 @@ def candidate_encodings(w, op_kind, kh=1, kw=1, block_shapes=(), nm=(), limit=No
         ng = -(-cols // m)
         nvals = rows * int(np.minimum(n, np.minimum(m, cols - np.arange(ng) * m)).sum())
         bits = max(1, math.ceil(math.log2(m)))
-        if limit is not None and 4 * nvals + -(-nvals * bits // 8) >= limit[0]:
+        if limit is not None and -(-nvals * value_bits // 8) + -(-nvals * bits // 8) >= limit[0]:
             continue
         enc = encode_nm(w, n, m)
         if enc is not None:
             yield (ENC_NM, *enc)
 
 
-def encode_matrix(w, op_kind, kh=1, kw=1, block_shapes=(), nm=()):
-    """Picks the smallest encoding of `w` (values + index bytes). Returns (enc, index, values,
-    params)."""
+def encode_matrix(w, op_kind, kh=1, kw=1, block_shapes=(), nm=(), value_bits=32):
+    """Picks the smallest encoding of `w` (values of `value_bits` bits each + index bytes).
+    Returns (enc, index, values as float32, params); integer weights come back as exact floats."""
     w = np.ascontiguousarray(w, dtype=np.float32)
     best, limit = None, [float("inf")]
-    for cand in candidate_encodings(w, op_kind, kh, kw, block_shapes, nm, limit):
-        size = cand[1].nbytes + cand[2].nbytes
+    for cand in candidate_encodings(w, op_kind, kh, kw, block_shapes, nm, limit, value_bits):
+        size = cand[1].nbytes + -(-len(cand[2]) * value_bits // 8)
         if best is None or size < best[0]:
             best = (size, cand)
             limit[0] = size
@@ -391,6 +426,90 @@ def hints_from_scheme(scheme) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Quantized values (version 2): int8 bytes, or 4-bit two's complement nibbles, low nibble first.
+
+def pack_int4(values) -> np.ndarray:
+    """Signed 4-bit integers [-8, 7] -> bytes, two per byte, LSB (low nibble) first; an odd count
+    leaves the last high nibble 0."""
+    v = np.asarray(values).ravel()
+    if v.size and (v.min() < -8 or v.max() > 7 or not np.issubdtype(v.dtype, np.integer)):
+        raise ValueError("pack_int4 needs integers in [-8, 7]")
+    return _pack_nibbles((v.astype(np.int64) & 15).astype(np.uint8))
+
+
+def unpack_int4(data, count) -> np.ndarray:
+    """Inverse of pack_int4: the first `count` signed nibbles as int8."""
+    b = np.frombuffer(bytes(data), np.uint8) if not isinstance(data, np.ndarray) \
+        else data.astype(np.uint8).ravel()
+    nib = _unpack_nibbles(b)[:count]
+    return ((nib ^ 8) - 8).astype(np.int8)
+
+
+def int4_grid(matrix, tol=1e-3):
+    """Re-expresses each row of a float GEMM-view matrix on a 4-bit grid: returns (k, scales),
+    k int8 in [-8, 7] with matrix[r] == k[r] * scales[r] to float32 rounding (scales[r] = 0 for
+    an all-zero row). Per row the coarsest grid max|w| / j, j = 1..8, on which every weight
+    lies within `tol` steps is used (what `apply_bits(model, 4)` produces: j = 7, or fewer
+    with power-of-two scales). Raises ValueError naming the first row that lies on no such
+    grid: exporting it in 4 bits would change the model."""
+    m = np.asarray(matrix, np.float32)
+    k = np.zeros(m.shape, np.int8)
+    scales = np.zeros(m.shape[0], np.float32)
+    amax = np.max(np.abs(m), axis=1) if m.size else np.zeros(m.shape[0], np.float32)
+    for r in range(m.shape[0]):
+        if amax[r] == 0:
+            continue
+        for j in range(1, 9):
+            s = np.float32(amax[r] / np.float32(j))
+            q = m[r].astype(np.float64) / np.float64(s)
+            kr = np.round(q)
+            if np.all(np.abs(q - kr) <= tol) and kr.min() >= -8 and kr.max() <= 7:
+                k[r], scales[r] = kr.astype(np.int8), s
+                break
+        else:
+            bad = m[r][np.argmax(np.abs(m[r] / (amax[r] / 7) - np.round(m[r] / (amax[r] / 7))))]
+            raise ValueError(f"output channel {r} is not on a 4-bit grid (max |w| = "
+                             f"{float(amax[r]):.6g}, a weight {float(bad):.6g} is no multiple "
+                             f"of max|w| / j for j = 1..8 within [-8, 7])")
+    return k, scales
+
+
+def stored_values(opts: CustomOptions, values):
+    """The values tensor's bytes -> (numbers as an array: float32, or int8 for int8/int4 values,
+    the raw bytes the checksum covers); ValueError when the size or padding is wrong."""
+    if opts.value_type == VALUES_FLOAT32:
+        v = np.frombuffer(bytes(values), dtype="<f4") if not isinstance(values, np.ndarray) \
+            else values.astype(np.float32).ravel()
+        if len(v) != opts.n_values:
+            raise ValueError(f"NPAS values tensor has {len(v)} elements, options say "
+                             f"{opts.n_values}")
+        return v, v.astype("<f4").tobytes()
+    raw = bytes(values) if not isinstance(values, np.ndarray) \
+        else np.ascontiguousarray(values).tobytes()
+    if len(raw) != opts.values_bytes:
+        raise ValueError(f"NPAS {VALUE_TYPE_NAMES[opts.value_type]} values tensor has "
+                         f"{len(raw)} bytes, options say {opts.values_bytes}")
+    if opts.value_type == VALUES_INT8:
+        return np.frombuffer(raw, np.int8).copy(), raw
+    if opts.n_values % 2 and raw[-1] >> 4:
+        raise ValueError("NPAS int4 values: padding nibble of the last byte is not zero")
+    return unpack_int4(raw, opts.n_values), raw
+
+
+def check_scales(opts: CustomOptions, scales) -> np.ndarray:
+    """Validates the scales input of a quantized op (float32 [rows], positive, finite, CRC)."""
+    s = np.frombuffer(bytes(scales), dtype="<f4") if not isinstance(scales, np.ndarray) \
+        else scales.astype(np.float32).ravel()
+    if len(s) != opts.rows:
+        raise ValueError(f"NPAS scales tensor has {len(s)} elements, expected {opts.rows}")
+    if zlib.crc32(s.astype("<f4").tobytes()) & 0xFFFFFFFF != opts.crc_scales:
+        raise ValueError("NPAS scales: checksum mismatch (scales corrupted)")
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+        raise ValueError("NPAS scales: weight scales must be positive and finite")
+    return s
+
+
+# --------------------------------------------------------------------------------------------
 # Reference decoder (mirrors tflite_custom_ops/npas_custom_ops.cc).
 
 def _unpack_nibbles(idx):
@@ -405,24 +524,22 @@ def _check_padding_bits(idx, nbits, what):
 
 
 def decode_matrix(opts: CustomOptions, values, index) -> np.ndarray:
-    """Rebuilds the dense GEMM-view matrix [rows, cols]; raises ValueError on any inconsistency."""
-    values = np.frombuffer(bytes(values), dtype="<f4") if not isinstance(values, np.ndarray) \
-        else values.astype(np.float32).ravel()
+    """Rebuilds the dense GEMM-view matrix [rows, cols] (float32, or int8 for quantized values:
+    the integers, scales apart); raises ValueError on any inconsistency."""
+    values, raw_values = stored_values(opts, values)
     idx = np.frombuffer(bytes(index), dtype=np.uint8) if not isinstance(index, np.ndarray) \
         else index.astype(np.uint8).ravel()
     rows, cols, n = opts.rows, opts.cols, opts.n_values
     what = f"NPAS {opts.encoding_name} index"
-    if len(values) != n:
-        raise ValueError(f"NPAS values tensor has {len(values)} elements, options say {n}")
     if len(idx) != opts.index_bytes:
         raise ValueError(f"NPAS index tensor has {len(idx)} bytes, options say "
                          f"{opts.index_bytes}")
-    if zlib.crc32(values.astype("<f4").tobytes()) & 0xFFFFFFFF != opts.crc_values:
+    if zlib.crc32(raw_values) & 0xFFFFFFFF != opts.crc_values:
         raise ValueError("NPAS values: checksum mismatch (weights corrupted)")
     if zlib.crc32(idx.tobytes()) & 0xFFFFFFFF != opts.crc_index:
         raise ValueError("NPAS index data: checksum mismatch (index corrupted)")
     total = rows * cols
-    out = np.zeros(total, np.float32)
+    out = np.zeros(total, values.dtype)
     enc = opts.encoding
     if enc == ENC_BITMAP:
         _check_padding_bits(idx, total, what)
@@ -460,7 +577,7 @@ def decode_matrix(opts: CustomOptions, values, index) -> np.ndarray:
         sel = rm[:, :, :, None] & cm[:, :, None, :]
         if int(sel.sum()) != n:
             raise ValueError(f"{what}: blocks select {int(sel.sum())} values but there are {n}")
-        bt = np.zeros((nbr, nbc, br, bc), np.float32)
+        bt = np.zeros((nbr, nbc, br, bc), values.dtype)
         bt[sel] = values
         out = bt.transpose(0, 2, 1, 3).reshape(nbr * br, nbc * bc)[:rows, :cols].ravel()
     elif enc == ENC_PATTERN:
@@ -491,7 +608,7 @@ def decode_matrix(opts: CustomOptions, values, index) -> np.ndarray:
         km = ((masks[:, None] >> np.arange(p)) & 1).astype(bool)          # [R*G, P]
         if int(km.sum()) != n:
             raise ValueError(f"{what}: patterns select {int(km.sum())} values but there are {n}")
-        k = np.zeros(km.shape, np.float32)
+        k = np.zeros(km.shape, values.dtype)
         k[km] = values
         out = k.reshape(rows, g, p).transpose(0, 2, 1).ravel()
     elif enc == ENC_NM:

@@ -15,7 +15,8 @@ def inspect(path_or_bytes) -> list[dict]:
     """One row per weight op (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D and the NPAS custom
     ops): ``op``, ``layer``, ``scheme``, ``block_shape``, ``density``, ``stored_bytes`` (bytes the
     weights take in the file: values + index for custom ops), ``kind`` ("custom" or "builtin"),
-    plus ``encoding``, ``dense_bytes``, ``shape``, ``tensor``, ``subgraph``, ``op_index``.
+    plus ``encoding``, ``dense_bytes``, ``bits`` (stored weight bits: 32, 8 or 4), ``shape``,
+    ``tensor``, ``subgraph``, ``op_index``.
 
     Custom ops are fully decoded (checksums, every index), so a corrupt file raises ValueError
     naming the op and the problem."""
@@ -32,13 +33,17 @@ def inspect(path_or_bytes) -> list[dict]:
         row = dict(op=entry["custom"] or entry["builtin"], layer=m.get("layer"),
                    scheme=m.get("scheme"), block_shape=m.get("block_shape"), density=None,
                    stored_bytes=None, kind="custom" if entry["custom"] else "builtin",
-                   encoding=None, dense_bytes=None, shape=m.get("shape"), tensor=m.get("tensor"),
+                   encoding=None, dense_bytes=None, bits=m.get("bits"), shape=m.get("shape"),
+                   tensor=m.get("tensor"),
                    subgraph=entry["subgraph"], op_index=entry["op_index"])
         if entry["custom"]:
             opts, matrix = fb.decode_custom_op(model, raw, sg, entry)
+            scales = opts.extra.get("scales")
             row.update(density=float((matrix != 0).mean()), encoding=opts.encoding_name,
-                       stored_bytes=4 * opts.n_values + opts.index_bytes,
-                       dense_bytes=4 * opts.rows * opts.cols)
+                       stored_bytes=opts.values_bytes + opts.index_bytes +
+                       (0 if scales is None else scales.nbytes),
+                       dense_bytes=(1 if opts.quantized else 4) * opts.rows * opts.cols,
+                       bits=fmt.VALUE_BITS[opts.value_type])
             if row["scheme"] is None:
                 try:
                     sj = json.loads(opts.scheme_json) if opts.scheme_json else {}
