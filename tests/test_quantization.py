@@ -54,6 +54,62 @@ def test_summary_table():
     assert any("total BOPs" in l for l in lines)
 
 
+def test_public_summary_bits_and_bops_hand_computed():
+    """npas_keras.summary: every weight layer (pruned or not), float (32/32) by default, bits per
+    layer, BOPs = kept MACs x w_bits x a_bits; q.summary is the same table at 8 bits."""
+    import npas_keras
+    from npas_keras.schemes import Scheme
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)        # 4x4 positions x 72 weights
+    out = keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(x))   # 64 -> 3: 192 weights
+    m = keras.Model(inp, out)
+    k, b = m.get_layer("fc").get_weights()
+    k.reshape(-1)[:92] = 0                                  # 100 of 192 kept
+    m.get_layer("fc").set_weights([k, b])
+    pm = npas_keras.prune(m, {"conv": Scheme("filter", rate=0.5)}, verbose=False)
+    lines = []
+    rows = npas_keras.summary(pm, print_fn=lines.append)
+    by = {r["layer"]: r for r in rows}
+    assert set(by) == {"conv", "fc"} and by["fc"]["scheme"] is None
+    assert (by["conv"]["macs_dense"], by["conv"]["macs_pruned"]) == (16 * 72, 16 * 36)
+    assert (by["fc"]["macs_dense"], by["fc"]["macs_pruned"]) == (192, 100)
+    assert by["fc"]["density"] == pytest.approx(100 / 192)
+    assert all((r["w_bits"], r["a_bits"]) == (32, 32) for r in rows)
+    assert by["conv"]["bops"] == 576 * 32 * 32 and by["fc"]["bops"] == 100 * 32 * 32
+    assert lines[-1] == f"total BOPs per sample: {676 * 1024}"
+    assert any("32/32" in l for l in lines)
+    # per-layer bits: conv 4-bit weights (8-bit activations), fc unnamed -> 8/8
+    by = {r["layer"]: r for r in npas_keras.summary(pm, bits={"conv": 4}, print_fn=None)}
+    assert (by["conv"]["w_bits"], by["conv"]["a_bits"], by["conv"]["bops"]) == (4, 8, 576 * 32)
+    assert (by["fc"]["w_bits"], by["fc"]["a_bits"], by["fc"]["bops"]) == (8, 8, 100 * 64)
+    by = {r["layer"]: r for r in npas_keras.summary(pm, bits=(8, 16), print_fn=None)}
+    assert by["conv"]["bops"] == 576 * 128
+    # the stripped model gives the same rows; q.summary = npas_keras.summary at 8 bits
+    s = npas_keras.strip(pm, shrink=False, verbose=False)      # zeros in place, no shrinking
+    want = npas_keras.summary(s, bits=8, print_fn=None)
+    assert [(r["layer"], r["macs_pruned"], r["bops"]) for r in want] == \
+           [("conv", 576, 576 * 64), ("fc", 100, 100 * 64)]
+    assert q.summary(s, print_fn=None) == want
+    assert q.bops(s)["total"] == 676 * 64
+    with pytest.raises(ValueError):
+        npas_keras.summary(pm, bits=0, print_fn=None)
+    with pytest.raises(ValueError):
+        npas_keras.summary(pm, bits={"conv": (4, 8, 8)}, print_fn=None)
+
+
+def test_summary_bops_gru_hand_computed():
+    """A GRU's input and recurrent kernels are used once per time step: 5 steps x (2x9 + 3x9)."""
+    import npas_keras
+    inp = keras.Input((5, 2))
+    out = keras.layers.Dense(2, name="fc")(keras.layers.GRU(3, name="gru")(inp))
+    m = keras.Model(inp, out)
+    by = {(r["layer"], r["weight"]): r for r in npas_keras.summary(m, bits=8, print_fn=None)}
+    gru = [r for (l, _), r in by.items() if l == "gru"]
+    assert sorted(r["macs_pruned"] for r in gru) == [5 * 2 * 9, 5 * 3 * 9]
+    assert q.bops(m, bits=4)["total"] == (5 * 45 + 6) * 4 * 8
+
+
 def test_fake_quantize_keeps_zeros_and_levels():
     rng = np.random.default_rng(1)
     w = rng.normal(size=(3, 3, 8, 6)).astype(np.float32)

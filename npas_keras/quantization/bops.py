@@ -1,15 +1,17 @@
 """Bit-operations (BOPs, as in DJPQ / Baalen et al.): per layer MACs x weight bits x activation
-bits, counting only the MACs of kept (nonzero) weights."""
+bits, counting only the MACs of kept (nonzero) weights. The one place that counts them:
+`npas_keras.summary` adds these columns to its rows through `add_bops`."""
 from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 Bits = Union[int, Tuple[int, int]]
 
-__all__ = ["bops", "summary", "layer_bits"]
+__all__ = ["bops", "summary", "layer_bits", "add_bops"]
 
 
 def _rows(model_or_rows) -> List[dict]:
+    """Rows of `npas_keras.summary` (every layer with a prunable weight), or the rows given."""
     if isinstance(model_or_rows, (list, tuple)):
         rows = list(model_or_rows)
         for r in rows:
@@ -17,37 +19,8 @@ def _rows(model_or_rows) -> List[dict]:
                 raise ValueError("rows must be dicts with 'layer' and 'macs_pruned' (or 'macs') "
                                  "as returned by npas_keras.summary")
         return rows
-    from npas_keras.pruning import summary as _summary
-    rows = _summary(model_or_rows, print_fn=lambda *a, **k: None)
-    # Layers npas_keras.summary does not list (never pruned by npas, e.g. a plain or foreign
-    # model): Dense / Conv / DepthwiseConv kernels, MACs = output positions x nonzero weights.
-    seen = {r["layer"] for r in rows}
-    import numpy as np
-    for layer in _iter(model_or_rows):
-        inner = getattr(layer, "layer", layer)
-        attr = {"Dense": "kernel", "Conv1D": "kernel", "Conv2D": "kernel",
-                "DepthwiseConv2D": "depthwise_kernel"}.get(type(inner).__name__)
-        if attr is None or inner.name in seen or not hasattr(inner, attr):
-            continue
-        k = np.asarray(getattr(inner, attr).numpy())
-        try:
-            shape = inner.output_shape
-            pos = int(np.prod([int(d) for d in shape[1:-1]])) if len(shape) > 2 else 1
-        except (AttributeError, RuntimeError, TypeError, ValueError):
-            pos = None
-        kept = int(np.count_nonzero(k))
-        rows.append({"layer": inner.name, "weight": attr, "shape": k.shape, "scheme": None,
-                     "block_shape": None, "density": kept / k.size if k.size else 0.0,
-                     "macs_dense": None if pos is None else pos * int(k.size),
-                     "macs_pruned": None if pos is None else pos * kept})
-    return rows
-
-
-def _iter(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers") and layer is not model:
-            yield from _iter(layer)
+    from npas_keras.pruning.summary import summary as _summary
+    return _summary(model_or_rows, print_fn=None)
 
 
 def _check_bits(b, what):
@@ -59,7 +32,8 @@ def _check_bits(b, what):
 def layer_bits(bits: Union[Bits, Mapping[str, Bits]], layer: str,
                act_bits: Optional[int]) -> Tuple[int, int]:
     """(w_bits, a_bits) of `layer` under `bits` (an int, a (w, a) pair, or {layer: int | pair};
-    layers not named default to 8). Activation bits default to `act_bits`, else 8."""
+    layers not named default to 8). Activation bits default to `act_bits`, else 32 for 32-bit
+    (float) weights and 8 for any other width (integer inference quantizes both)."""
     if isinstance(bits, Mapping):
         b = bits.get(layer, 8)
     else:
@@ -68,8 +42,21 @@ def layer_bits(bits: Union[Bits, Mapping[str, Bits]], layer: str,
         if len(b) != 2:
             raise ValueError(f"bits for {layer!r} must be an int or (w_bits, a_bits), got {b!r}")
         return _check_bits(b[0], "w_bits"), _check_bits(b[1], "a_bits")
-    a = 8 if act_bits is None else act_bits
-    return _check_bits(b, "w_bits"), _check_bits(a, "a_bits")
+    w = _check_bits(b, "w_bits")
+    a = act_bits if act_bits is not None else (32 if w == 32 else 8)
+    return w, _check_bits(a, "a_bits")
+
+
+def add_bops(rows, bits: Union[Bits, Mapping[str, Bits]] = 8,
+             act_bits: Optional[int] = None) -> List[dict]:
+    """Copies of `rows` (dicts with "layer" and "macs_pruned" or "macs") with w_bits, a_bits and
+    bops = macs x w_bits x a_bits added (bops None where the MACs are unknown)."""
+    out = []
+    for r in _rows(list(rows)):
+        macs = r.get("macs_pruned", r.get("macs"))
+        w, a = layer_bits(bits, r["layer"], act_bits)
+        out.append(dict(r, w_bits=w, a_bits=a, bops=None if macs is None else int(macs) * w * a))
+    return out
 
 
 def bops(model_or_rows, bits: Union[Bits, Mapping[str, Bits]] = 8,
@@ -81,38 +68,27 @@ def bops(model_or_rows, bits: Union[Bits, Mapping[str, Bits]] = 8,
         and "macs_pruned" (MACs of kept weights, per sample; "macs" is accepted too).
       bits: weight bits for every layer (int), a (w_bits, a_bits) pair, or {layer: int | pair}
         (layers not named: 8).
-      act_bits: activation bits where `bits` gives only weight bits (default 8).
+      act_bits: activation bits where `bits` gives only weight bits (default 8; 32 for 32-bit
+        weights).
 
     Returns:
       {"total": BOPs per sample, "layers": [{"layer", "weight", "macs", "w_bits", "a_bits",
       "bops"}]} with bops = macs x w_bits x a_bits. Rows whose MACs are unknown (None) count 0
       and carry macs=None.
     """
-    out, total = [], 0
-    for r in _rows(model_or_rows):
-        macs = r.get("macs_pruned", r.get("macs"))
-        w, a = layer_bits(bits, r["layer"], act_bits)
-        b = None if macs is None else int(macs) * w * a
-        total += b or 0
-        out.append({"layer": r["layer"], "weight": r.get("weight"), "macs": macs,
-                    "w_bits": w, "a_bits": a, "bops": b})
-    return {"total": total, "layers": out}
+    rows = add_bops(_rows(model_or_rows), bits, act_bits)
+    layers = [{"layer": r["layer"], "weight": r.get("weight"),
+               "macs": r.get("macs_pruned", r.get("macs")), "w_bits": r["w_bits"],
+               "a_bits": r["a_bits"], "bops": r["bops"]} for r in rows]
+    return {"total": sum(r["bops"] or 0 for r in rows), "layers": layers}
 
 
 def summary(model_or_rows, bits: Union[Bits, Mapping[str, Bits]] = 8,
             act_bits: Optional[int] = None, print_fn=print) -> List[dict]:
-    """`npas_keras.summary` rows with w_bits, a_bits and bops added (and printed as a table)."""
-    rows = _rows(model_or_rows)
-    res = bops(rows, bits, act_bits)
-    merged = [dict(r, **{k: b[k] for k in ("w_bits", "a_bits", "bops")})
-              for r, b in zip(rows, res["layers"])]
+    """`npas_keras.summary` with 8-bit defaults (it also takes rows): rows with w_bits, a_bits
+    and bops, printed as its table."""
+    from npas_keras.pruning.summary import print_table
+    rows = add_bops(_rows(model_or_rows), bits, act_bits)
     if print_fn is not None:
-        print_fn(f"{'layer':<24}{'density':>8}{'MACs':>14}{'w/a bits':>10}{'BOPs':>16}")
-        for r in merged:
-            d = r.get("density")
-            print_fn(f"{str(r['layer']):<24}{'' if d is None else f'{d:.3f}':>8}"
-                     f"{'' if r.get('macs_pruned', r.get('macs')) is None else r.get('macs_pruned', r.get('macs')):>14}"
-                     f"{str(r['w_bits']) + '/' + str(r['a_bits']):>10}"
-                     f"{'' if r['bops'] is None else r['bops']:>16}")
-        print_fn(f"total BOPs per sample: {res['total']}")
-    return merged
+        print_table(rows, print_fn)
+    return rows
