@@ -14,6 +14,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+
+
 namespace npas {
 namespace internal {
 
@@ -176,37 +178,46 @@ void RowBlockInt8Vnni(const RowBlockInt8View& v, const void* input, const int32_
 namespace {
 
 // As Tile, with the gathered quads read through windows (int8_internal.h): per window and pixel
-// one 64-byte load, per quad and pixel one vpermb that broadcasts the quad's 4 bytes.
-template <int P>
+// one 64-byte load, per quad and pixel one vpermb that broadcasts the quad's 4 bytes. A
+// accumulators per pixel take consecutive quads in turn (A > 1 when few pixels would leave the
+// vpdpbusd latency chain exposed, e.g. a batch-1 FC).
+template <int P, int A>
 static inline void TileVbmi(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb,
                             int p, int g, int8_t* out, __mmask16 store_mask) {
-  __m512i acc[P];
+  __m512i acc[P][A];
   const __m512i b = _mm512_load_si512(v.bias + g * 16);
-  for (int i = 0; i < P; ++i) acc[i] = b;
+  for (int i = 0; i < P; ++i) {
+    acc[i][0] = b;
+    for (int a = 1; a < A; ++a) acc[i][a] = _mm512_setzero_si512();
+  }
   const uint8_t* base[P];
   for (int i = 0; i < P; ++i) base[i] = in + pb[p + i];
-  const int q0 = v.qstart[g], qm = v.qmid[g];
-  for (int q = q0; q < qm; ++q) {
+  // One quad into accumulator a: x(i) gives pixel i's 4 bytes broadcast.
+  auto quad = [&](int q, int a, auto x) {
     const __m512i w = _mm512_load_si512(v.w + 64 * q);
-    const int32_t off = v.qoffs[4 * q];
-    for (int i = 0; i < P; ++i) {
-      int32_t word;
-      __builtin_memcpy(&word, base[i] + off, 4);
-      acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(word), w);
-    }
-  }
-  int q = qm;
+    for (int i = 0; i < P; ++i) acc[i][a] = _mm512_dpbusd_epi32(acc[i][a], x(i, q), w);
+  };
+  auto contiguous = [&](int i, int q) {
+    int32_t word;
+    __builtin_memcpy(&word, base[i] + v.qoffs[4 * q], 4);
+    return _mm512_set1_epi32(word);
+  };
+  const int q0 = v.qstart[g], qm = v.qmid[g];
+  int q = q0;
+  for (; q + A <= qm; q += A)
+    for (int a = 0; a < A; ++a) quad(q + a, a, contiguous);
+  for (; q < qm; ++q) quad(q, 0, contiguous);
   for (int wi = v.wbeg[g]; wi < v.wbeg[g + 1]; ++wi) {
     const int32_t off = v.woff[wi];
     const int qe = v.wqend[wi];
     __m512i win[P];
     for (int i = 0; i < P; ++i) win[i] = _mm512_loadu_si512(base[i] + off);
-    for (; q < qe; ++q) {
-      const __m512i w = _mm512_load_si512(v.w + 64 * q);
-      const __m512i idx = _mm512_set1_epi32((int32_t)v.qidx[q]);
-      for (int i = 0; i < P; ++i)
-        acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_permutexvar_epi8(idx, win[i]), w);
-    }
+    auto gathered = [&](int i, int qq) {
+      return _mm512_permutexvar_epi8(_mm512_set1_epi32((int32_t)v.qidx[qq]), win[i]);
+    };
+    for (; q + A <= qe; q += A)
+      for (int a = 0; a < A; ++a) quad(q + a, a, gathered);
+    for (; q < qe; ++q) quad(q, 0, gathered);
   }
   const __m512i mult = _mm512_load_si512(v.mult + g * 16);
   const __m512i lsh = _mm512_load_si512(v.lshift + g * 16);
@@ -214,9 +225,22 @@ static inline void TileVbmi(const RowBlockInt8View& v, const uint8_t* in, const 
   const __m512i zp = _mm512_set1_epi32(v.out_zp);
   const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
   for (int i = 0; i < P; ++i) {
-    const __m512i r = Requant(acc[i], mult, lsh, rsh, zp, lo, hi);
+    __m512i sum = acc[i][0];
+    for (int a = 1; a < A; ++a) sum = _mm512_add_epi32(sum, acc[i][a]);
+    const __m512i r = Requant(sum, mult, lsh, rsh, zp, lo, hi);
     _mm_mask_storeu_epi8(out + (size_t)(p + i) * v.rows + g * 16, store_mask,
                          _mm512_cvtepi32_epi8(r));
+  }
+}
+
+// Pixel tiles outer, groups inner: a tile's input windows stay in L1 while the groups' weights
+// stream through in order (the other order re-reads every window from L2 for each group).
+template <int P, int A>
+static inline void Groups(const RowBlockInt8View& v, const uint8_t* in, const int32_t* pb, int p,
+                          int g0, int g1, int8_t* out) {
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    TileVbmi<P, A>(v, in, pb, p, g, out, (__mmask16)((1u << nl) - 1));
   }
 }
 
@@ -225,17 +249,17 @@ static inline void TileVbmi(const RowBlockInt8View& v, const uint8_t* in, const 
 void RowBlockInt8VnniVbmi(const RowBlockInt8View& v, const void* input, const int32_t* pb,
                           int p0, int p1, int g0, int g1, int8_t* out) {
   const uint8_t* in = (const uint8_t*)input;  // Int8Input::kU8, kWindowSlack past the end
-  for (int g = g0; g < g1; ++g) {
-    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
-    const __mmask16 m = (__mmask16)((1u << nl) - 1);
-    int p = p0;
-    for (; p + 8 <= p1; p += 8) TileVbmi<8>(v, in, pb, p, g, out, m);
-    if (p + 4 <= p1) {
-      TileVbmi<4>(v, in, pb, p, g, out, m);
-      p += 4;
-    }
-    for (; p < p1; ++p) TileVbmi<1>(v, in, pb, p, g, out, m);
+  int p = p0;
+  for (; p + 12 <= p1; p += 12) Groups<12, 1>(v, in, pb, p, g0, g1, out);
+  if (p + 8 <= p1) {
+    Groups<8, 1>(v, in, pb, p, g0, g1, out);
+    p += 8;
   }
+  if (p + 4 <= p1) {
+    Groups<4, 2>(v, in, pb, p, g0, g1, out);
+    p += 4;
+  }
+  for (; p < p1; ++p) Groups<1, 4>(v, in, pb, p, g0, g1, out);
 }
 
 #pragma GCC pop_options
