@@ -15,12 +15,20 @@ Writes DESIGN.md's JSON (extra keys: dtype, kernel, claimed). The machine is sha
 quote ratios, not absolute times.
 
     python benchmarks/quantization.py --out quant.json [--runs 30] [--threads 1] [--quick]
+
+`--suite models` (issue 6) is the whole-model benchmark on Fashion-MNIST: see models_suite.
+
+    python benchmarks/quantization.py --suite models \
+        --out benchmarks/results/quantization_models.json
+    python benchmarks/quantization.py --table benchmarks/results/quantization_models.json
 """
 import argparse
 import json
 import os
 import platform
+import shlex
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,13 +62,8 @@ def build(kind, density, rng):
     return model, shape
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="quantization.json")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="FC only, 10 runs")
-    args = ap.parse_args(argv)
+def layers_suite(args):
+    """Single layers at density 1/8 and 1 (module docstring)."""
     import npas_keras
     from npas_keras.runtime.benchmark import compare
     kinds = ["fc1024"] if args.quick else ["fc1024", "conv3x3_256_28", "conv1x1_512_14"]
@@ -96,6 +99,443 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print("wrote", args.out)
+    return out
+
+
+# ------------------------------------------------------------------- models suite (issue 6)
+#: Training settings per model: those of the issue 2 accuracy tables (docs/accuracy.md), so the
+#: dense fp32 weights are the same training (and come from accuracy.py's cache when present).
+MODEL_TRAINING = {"cnn": ["--train-subset", "20000"],
+                  "gru": ["--epochs", "10", "--finetune-epochs", "4"]}
+SCHEME, COMPRESSION = "block_punched", 8
+#: The delegate forced onto its sparse kernel (pruned layers only: min_sparsity still applies).
+FORCED = {"kernel": "row_block"}
+
+
+def _as_input(detail, x):
+    """Float images as the model's input type (int8: quantized with the input's scale/zp)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.asarray(x, np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def tflite_accuracy(model_bytes, x, y, delegate, threads=1):
+    """(top-1 accuracy, delegate_stats or None) of a .tflite classifier run one image at a time
+    (batch 1, as deployed) by stock LiteRT (delegate=False) or with the npas delegate."""
+    from npas_keras.runtime import Interpreter, delegate_stats
+    interp = Interpreter(model_content=model_bytes, num_threads=threads, delegate=delegate)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    xs = _as_input(inp, x)
+    correct = 0
+    for i in range(len(xs)):
+        interp.set_tensor(inp["index"], xs[i:i + 1])
+        interp.invoke()
+        correct += int(np.argmax(interp.get_tensor(out["index"])[0]) == y[i])
+    return correct / len(xs), (delegate_stats(interp) if delegate else None)
+
+
+def _timing(model_bytes, x1, args, options=None):
+    from npas_keras.runtime.benchmark import compare
+    r = compare(model_bytes, inputs=[x1], threads=args.threads, runs=args.runs,
+                delegate_options=options)
+    return {k: r[k] for k in ("baseline_ms", "npas_ms", "speedup", "max_abs_err", "claimed")}
+
+
+def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_dense,
+                keras_accuracy, test, args, **extra):
+    """One case: the exported .tflite's accuracy (stock and delegate), size, BOPs and the
+    interleaved stock-vs-delegate latency (delegate default options; pruned rows also forced)."""
+    from npas_keras.runtime import Interpreter
+    with open(path, "rb") as f:
+        model_bytes = f.read()
+    x_test, y_test = test
+    acc, _ = tflite_accuracy(model_bytes, x_test, y_test, delegate=False, threads=args.threads)
+    acc_npas, stats = tflite_accuracy(model_bytes, x_test, y_test, delegate=True,
+                                      threads=args.threads)
+    stock = Interpreter(model_content=model_bytes, num_threads=args.threads, delegate=False)
+    x1 = _as_input(stock.get_input_details()[0], x_test[:1])
+    auto = _timing(model_bytes, x1, args)
+    forced = _timing(model_bytes, x1, args, FORCED) if density < 1 else None
+    row = {"name": f"{kind}_{variant}", "model": kind, "variant": variant,
+           "scheme": SCHEME if density < 1 else "dense", "density": round(density, 6),
+           "weight_bits": weight_bits, "threads": args.threads, "baseline": "xnnpack", **auto,
+           "claimed_by_kernel": stats["claimed_by_kernel"],
+           "declined_by_reason": stats["declined_by_reason"], "forced_row_block": forced,
+           "keras_accuracy": round(keras_accuracy, 6), "tflite_accuracy": round(acc, 6),
+           "tflite_accuracy_npas": round(acc_npas, 6), "bops": int(bops_total),
+           "bops_reduction_vs_dense_fp32": round(bops_dense / bops_total, 3),
+           "file": path, "file_bytes": os.path.getsize(path), **extra}
+    print(f"{row['name']:<20} acc {acc:.4f} (npas {acc_npas:.4f}, keras {keras_accuracy:.4f})"
+          f"  BOPs {bops_total:.3e} (/{row['bops_reduction_vs_dense_fp32']:.1f})"
+          f"  {row['file_bytes']} B  xnnpack {auto['baseline_ms']:.3f} ms  npas "
+          f"{auto['npas_ms']:.3f} ms (x{auto['speedup']:.2f}, claimed {auto['claimed']})"
+          + ("" if forced is None else f"  forced npas {forced['npas_ms']:.3f} ms "
+             f"(x{forced['speedup']:.2f})"), flush=True)
+    return row
+
+
+def batch_one(model, unroll=True):
+    """The model with a batch-1 input, as deployed (TFLite lowers a Keras GRU's tensor-list loop
+    only with a static batch size), and with unroll=True its RNN layers unrolled: the same
+    weights and math as one FULLY_CONNECTED pair per time step instead of a WHILE loop, whose
+    int8 calibration crashes TFLite's converter (SIGSEGV)."""
+    import tf_keras as keras
+    rnn = [l for l in model.layers if isinstance(l, keras.layers.RNN)]
+    if unroll and rnn:
+        def clone(layer):
+            cfg = layer.get_config()
+            if isinstance(layer, keras.layers.RNN):
+                cfg["unroll"] = True
+            return layer.__class__.from_config(cfg)
+        unrolled = keras.models.clone_model(model, clone_function=clone)
+        unrolled.set_weights(model.get_weights())
+        if hasattr(model, "npas_schemes"):
+            unrolled.npas_schemes = model.npas_schemes
+        model = unrolled
+    inp = keras.Input(model.input_shape[1:], batch_size=1)
+    fixed = keras.Model(inp, model(inp), name=model.name + "_b1")
+    if hasattr(model, "npas_schemes"):
+        fixed.npas_schemes = model.npas_schemes
+    return fixed
+
+
+#: The child of export_int8_isolated: loads the saved model and exports it to full-integer int8.
+_EXPORT_CHILD = """
+import json, sys, numpy as np
+import tf_keras as keras, tensorflow_model_optimization as tfmot, npas_keras
+from npas_keras.layers import custom_objects
+base, path = sys.argv[1:]
+with tfmot.quantization.keras.quantize_scope(custom_objects()):
+    model = keras.models.load_model(base + ".h5", compile=False)
+with open(base + ".json") as f:
+    schemes = json.load(f)
+if schemes:
+    model.npas_schemes = schemes
+npas_keras.export(model, path, quantize="int8", representative_data=np.load(base + ".npy"))
+"""
+
+
+def export_int8_isolated(model, representative_data, path, timeout_s=1200):
+    """npas_keras.export(model, path, quantize="int8", ...) in a fresh child process (the model
+    saved as .h5), because TFLite's calibrator can crash the whole process (SIGSEGV on the Keras
+    GRU's while loop). Spawned, not forked: a fork of a process running TensorFlow's threads
+    deadlocks in the child. Returns None on success, else the error: exit signal/status or
+    timeout and the child's stderr tail."""
+    import signal
+    import subprocess
+    base = path + ".in"
+    for p in (path, base + ".h5"):
+        if os.path.exists(p):
+            os.remove(p)
+    model.save(base + ".h5", include_optimizer=False)
+    np.save(base + ".npy", np.asarray(representative_data, np.float32))
+    with open(base + ".json", "w") as f:
+        json.dump(getattr(model, "npas_schemes", None) or {}, f)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    try:
+        r = subprocess.run([sys.executable, "-c", _EXPORT_CHILD, base, path], env=env,
+                           capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        what, err = f"timed out after {timeout_s} s", e.stderr or ""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+    else:
+        if r.returncode == 0 and os.path.exists(path):
+            return None
+        err = r.stderr
+        what = (f"the converter process died with {signal.Signals(-r.returncode).name}"
+                if r.returncode < 0 else
+                f"the converter process exited with status {r.returncode}")
+    with open(path + ".stderr", "w") as f:
+        f.write(err)
+    lines = [ln for ln in err.splitlines()
+             if ln.strip() and not ln.startswith(("WARNING", "W0000", "I0000", "E0000", "loc("))]
+    return what + ":\n" + "\n".join(lines[-25:])[-3000:]
+
+
+def _unsimulated(before, after, bits):
+    """Layers given < 8 bits whose weights apply_bits left unchanged (it fake-quantizes Dense /
+    Conv / DepthwiseConv kernels only, not GRU/LSTM cells)."""
+    out = []
+    for name, b in bits.items():
+        if b < 8 and all(np.array_equal(u, v) for u, v in zip(
+                before.get_layer(name).get_weights(), after.get_layer(name).get_weights())):
+            out.append(name)
+    return out
+
+
+def failed(kind, variant, stage, error, **extra):
+    """The row of a variant that could not be built or converted (the suite goes on)."""
+    print(f"{kind}_{variant} failed at {stage}: {error[:400]}", flush=True)
+    return {"name": f"{kind}_{variant}", "model": kind, "variant": variant, "stage": stage,
+            "error": error, **extra}
+
+
+def readings(cases):
+    """The issue 6 targets per model, read off the rows (None where a row is missing)."""
+    out = {}
+    for kind in sorted({c["model"] for c in cases}):
+        rows = {c["variant"]: c for c in cases if c["model"] == kind and "error" not in c}
+        dense, p32, p8, mixed = (rows.get(v) for v in ("dense_fp32", "pruned_fp32",
+                                                      "pruned_int8", "pruned_mixed"))
+        r = {}
+        if p32 and p8:
+            r["int8_npas_vs_fp32_npas"] = round(p32["npas_ms"] / p8["npas_ms"], 3)
+            r["int8_npas_vs_fp32_npas_forced"] = round(
+                p32["forced_row_block"]["npas_ms"] / p8["forced_row_block"]["npas_ms"], 3)
+            r["int8_npas_vs_stock_int8"] = p8["speedup"]
+            r["int8_npas_vs_stock_int8_forced"] = p8["forced_row_block"]["speedup"]
+            r["int8_accuracy_minus_fp32_pruned"] = round(
+                p8["tflite_accuracy"] - p32["tflite_accuracy"], 6)
+        for name, row in (("int8", p8), ("mixed", mixed)):
+            if dense and row:
+                r[f"{name}_bops_reduction"] = row["bops_reduction_vs_dense_fp32"]
+                r[f"{name}_accuracy_minus_dense_fp32"] = round(
+                    row["tflite_accuracy"] - dense["tflite_accuracy"], 6)
+        r["targets"] = {
+            "int8_npas_vs_fp32_npas >= 1.5": r.get("int8_npas_vs_fp32_npas", 0) >= 1.5,
+            "int8_npas_vs_stock_int8 >= 4": r.get("int8_npas_vs_stock_int8", 0) >= 4,
+            "int8 accuracy within 0.5 points of fp32 pruned":
+                r.get("int8_accuracy_minus_fp32_pruned", -1) >= -0.005,
+            "BOPs reduction >= 30x at <= 1 point loss vs dense fp32": any(
+                r.get(f"{n}_bops_reduction", 0) >= 30
+                and r.get(f"{n}_accuracy_minus_dense_fp32", -1) >= -0.01
+                for n in ("int8", "mixed"))}
+        out[kind] = r
+    return out
+
+
+def models_suite(args, keep=None):
+    """Dense fp32 -> block_punched 8x (accuracy.py's schedule) -> pruning-preserving QAT int8,
+    and 8/4-bit mixed precision (select_bits + apply_bits, exported int8), per model; one row
+    each. `keep` (a dict) receives the Keras models per (kind, variant), for tests."""
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import accuracy
+    import npas_keras
+    from npas_keras import quantization as q
+
+    os.makedirs(args.model_dir, exist_ok=True)
+    doc = {"benchmark": "quantization_models", "machine": accuracy.machine(),
+           "command": "python " + " ".join(shlex.quote(x) for x in
+                                           ["benchmarks/quantization.py"] + args.argv),
+           "settings": {}, "cases": [], "notes": {}}
+    cases = doc["cases"]
+
+    def write():
+        doc["readings"] = readings(cases)
+        if args.out:
+            tmp = args.out + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=1)
+            os.replace(tmp, args.out)
+
+    for kind in args.models:
+        argv = (["--models", kind, "--keras-verbose", str(args.keras_verbose)]
+                + (["--quick"] if args.quick else MODEL_TRAINING[kind])
+                + shlex.split(args.train_args))
+        a = accuracy.parse_args(argv)
+        runner = accuracy.Runner(a)
+        test, x_rep = (runner.xt, runner.yt), runner.x[:args.calibration]
+        doc["dataset"] = runner.dataset
+        doc["settings"][kind] = {
+            "accuracy_py_args": argv, "train_images": len(runner.x),
+            "test_images": len(runner.xt), "dense_epochs": a.epochs,
+            "prune_epochs": a.finetune_epochs, "qat_epochs": args.qat_epochs,
+            "qat_lr": args.qat_lr, "batch_size": a.batch_size, "scheme": SCHEME,
+            "compression": COMPRESSION, "mixed_budget": args.mixed_budget,
+            "calibration_images": len(x_rep), "tf_intra_op_threads": 1}
+        path = lambda v: os.path.join(args.model_dir, f"{kind}_{v}.tflite")  # noqa: E731
+        common = dict(test=test, args=args)
+
+        t0 = time.time()
+        dense = runner.fresh_dense(kind)
+        runner.compile(dense, a.lr)
+        smap = accuracy.scheme_map(runner.build(kind), kind, SCHEME, COMPRESSION)
+        pruned, _ = runner.run_schedule(kind, smap, 1.0 - 1.0 / COMPRESSION)
+        density, leaked = accuracy.measured_density(pruned)
+        layer_rows = q.summary(pruned, print_fn=None)   # every weight layer, MACs dense/kept
+        bops_dense = q.bops([{"layer": r["layer"], "macs": r["macs_dense"]}
+                             for r in layer_rows], bits=(32, 32))["total"]
+        stripped = npas_keras.strip(pruned, verbose=False)
+        runner.compile(stripped, a.finetune_lr)
+        doc["settings"][kind]["prune_seconds"] = round(time.time() - t0, 1)
+        if keep is not None:
+            keep[(kind, "dense_fp32")], keep[(kind, "pruned_fp32")] = dense, stripped
+
+        cases.append(measure_row(
+            kind, "dense_fp32", npas_keras.export(batch_one(dense), path("dense_fp32")),
+            density=1.0,
+            weight_bits=32, bops_total=bops_dense, bops_dense=bops_dense,
+            keras_accuracy=runner.evaluate(dense), **common))
+        write()
+        cases.append(measure_row(
+            kind, "pruned_fp32", npas_keras.export(batch_one(stripped), path("pruned_fp32")),
+            density=density, weight_bits=32, bops_dense=bops_dense,
+            bops_total=q.bops(stripped, bits=(32, 32))["total"],
+            keras_accuracy=runner.evaluate(stripped), nonzeros_at_masked_positions=leaked,
+            **common))
+        write()
+
+        # pruning-preserving QAT -> full-integer int8. Where tfmot cannot annotate a layer (it
+        # has no quantize config for GRU), the stripped model is quantized post-training
+        # instead (same symmetric per-channel int8 weights, zeros exact, no QAT fine-tuning).
+        t0, qat, method = time.time(), None, f"PQAT (tfmot prune-preserving), {args.qat_epochs} epoch(s)"
+        try:
+            try:
+                qat = q.prune_preserving_qat(stripped)
+            except RuntimeError as e:
+                if "is not supported" not in str(e):
+                    raise
+                method = ("post-training full-integer int8, no QAT: tfmot PQAT refused the model "
+                          f"({str(e).splitlines()[0][:200]})")
+            if qat is not None:
+                runner.compile(qat, args.qat_lr)
+                runner.fit(qat, args.qat_epochs)
+            int8_src = qat if qat is not None else stripped
+            if any(isinstance(l, runner.keras.layers.RNN) for l in int8_src.layers):
+                # the RNN as a WHILE loop (not unrolled): recorded, failed or not
+                loop_error = export_int8_isolated(batch_one(int8_src, unroll=False), x_rep,
+                                                  path("pruned_int8_loop"))
+                cases.append(failed(kind, "pruned_int8_loop", "export int8 (TFLite converter)",
+                                    loop_error, int8_method=method) if loop_error else
+                             {"name": f"{kind}_pruned_int8_loop", "model": kind,
+                              "variant": "pruned_int8_loop", "converted": True,
+                              "file_bytes": os.path.getsize(path("pruned_int8_loop"))})
+            stage, error = "export int8 (TFLite converter)", export_int8_isolated(
+                batch_one(int8_src), x_rep, path("pruned_int8"))
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON, the suite goes on
+            stage, error = "prune_preserving_qat", f"{type(e).__name__}: {e}"[:3000]
+        if error:
+            cases.append(failed(kind, "pruned_int8", stage, error, int8_method=method))
+        else:
+            if keep is not None:
+                keep[(kind, "pruned_int8")] = int8_src
+            cases.append(measure_row(
+                kind, "pruned_int8", path("pruned_int8"), density=density, weight_bits=8,
+                bops_total=q.bops(stripped, bits=8)["total"], bops_dense=bops_dense,
+                keras_accuracy=runner.evaluate(int8_src), int8_method=method,
+                qat_seconds=round(time.time() - t0, 1),
+                int8_weight_zeros=[{k: r[k] for k in ("op", "size", "zeros")}
+                                   for r in q.int8_weight_zeros(
+                                       open(path("pruned_int8"), "rb").read())], **common))
+        write()
+
+        # mixed precision: per-layer 8/4-bit weights (simulated), stored as int8
+        choice = q.select_bits(stripped, budget=args.mixed_budget)
+        mixed = q.apply_bits(stripped, choice["bits"])
+        missing = _unsimulated(stripped, mixed, choice["bits"])
+        error = None if not missing else (
+            f"apply_bits cannot fake-quantize {missing} (it handles Dense/Conv/DepthwiseConv "
+            "kernels, not recurrent cells): their accuracy at 4 bits would not be measured")
+        stage = "apply_bits"
+        if not error:
+            stage, error = "export int8 (TFLite converter)", export_int8_isolated(
+                batch_one(mixed), x_rep, path("pruned_mixed"))
+        if error:
+            cases.append(failed(kind, "pruned_mixed", stage, error, weight_bits=choice["bits"]))
+        else:
+            runner.compile(mixed, a.finetune_lr)
+            if keep is not None:
+                keep[(kind, "pruned_mixed")] = mixed
+            cases.append(measure_row(
+                kind, "pruned_mixed", path("pruned_mixed"), density=density,
+                weight_bits=choice["bits"],
+                bops_total=choice["bops"], bops_dense=bops_dense,
+                keras_accuracy=runner.evaluate(mixed), mixed_bops_ratio=round(choice["ratio"], 4),
+                **common))
+        write()
+        runner.keras.backend.clear_session()
+    doc["notes"] = {
+        "accuracy": "tflite_accuracy: the exported file run image by image by stock LiteRT; "
+                    "tflite_accuracy_npas: the same with the npas delegate; keras_accuracy: the "
+                    "Keras model before export",
+        "bops": "bops.py: MACs of kept weights x weight bits x activation bits (fp32 = 32x32); "
+                "dense fp32 MACs from npas_keras.summary's macs_dense of the same layers",
+        "latency": "compare(): stock LiteRT (XNNPACK) vs npas delegate on the same file, "
+                   "interleaved, median, batch 1; forced_row_block = delegate option "
+                   "kernel=row_block. int8_npas_vs_fp32_npas divides medians of two separate "
+                   "runs (not interleaved with each other)",
+        "mixed": "select_bits (8/4-bit weights per layer, BOPs budget) + apply_bits "
+                 "(fake quantization), then exported as int8: the file stores the 4-bit grid "
+                 "values in 8 bits (no 4-bit storage); BOPs count the chosen bits"}
+    write()
+    return doc
+
+
+def table(path):
+    """Markdown table of a --suite models JSON (docs/quantization.md, Benchmark)."""
+    with open(path) as f:
+        doc = json.load(f)
+    lines = ["| model | variant | w bits | density | acc % (LiteRT) | acc % (npas) | BOPs | BOPs "
+             "reduction | file KB | XNNPACK ms | npas ms (auto) | x | npas ms (forced) | x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["cases"]:
+        if "error" in r:
+            first = r["error"].splitlines()[0]
+            lines.append(f"| {r['model']} | {r['variant']} | | | failed at {r['stage']}: "
+                         f"{first} | | | | | | | | | |")
+            continue
+        if "tflite_accuracy" not in r:     # converted only (no measurement)
+            continue
+        bits = r["weight_bits"]
+        bits = "/".join(str(b) for b in sorted(set(bits.values()), reverse=True)) \
+            if isinstance(bits, dict) else str(bits)
+        f = r.get("forced_row_block")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {bits} | {r['density']:.3f} | "
+            f"{100 * r['tflite_accuracy']:.2f} | {100 * r['tflite_accuracy_npas']:.2f} | "
+            f"{r['bops']:.3g} | {r['bops_reduction_vs_dense_fp32']:.1f}x | "
+            f"{r['file_bytes'] / 1024:.0f} | {r['baseline_ms']:.3f} | {r['npas_ms']:.3f} "
+            f"({r['claimed']} claimed) | {r['speedup']:.2f} | "
+            + ("- | - |" if f is None else f"{f['npas_ms']:.3f} | {f['speedup']:.2f} |"))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "--table":
+        print(table(argv[1]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=("layers", "models"), default="layers")
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default quantization.json; --suite models: "
+                         "benchmarks/results/quantization_models.json)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs (layers 30, models 100)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="layers: FC only, 10 runs; models: scikit-learn digits, small models")
+    g = ap.add_argument_group("--suite models")
+    g.add_argument("--models", nargs="+", choices=("cnn", "gru"), default=["cnn", "gru"])
+    g.add_argument("--qat-epochs", type=int, default=1)
+    g.add_argument("--qat-lr", type=float, default=1e-4)
+    g.add_argument("--mixed-budget", type=float, default=0.6,
+                   help="select_bits budget: BOPs <= budget x BOPs(all 8-bit)")
+    g.add_argument("--calibration", type=int, default=500,
+                   help="training images used as int8 representative data")
+    g.add_argument("--train-args", default="",
+                   help="extra benchmarks/accuracy.py options, e.g. '--epochs 1 --test-subset 200'")
+    g.add_argument("--model-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                        "npas_quantization_models"))
+    g.add_argument("--keras-verbose", type=int, default=2)
+    args = ap.parse_args(argv)
+    args.argv = argv
+    if args.suite == "layers":
+        args.out = args.out or "quantization.json"
+        args.runs = args.runs or 30
+        layers_suite(args)
+    else:
+        args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "results", "quantization_models.json")
+        args.runs = args.runs or 100
+        models_suite(args)
+        print("wrote", args.out)
     return 0
 
 
