@@ -212,3 +212,66 @@ def test_search_cnn_widths_operators_and_small_inputs():
     before = small.evaluate(xt, yt, verbose=0)[0]
     small.fit(x, y, epochs=2, batch_size=64, verbose=0)
     assert small.evaluate(xt, yt, verbose=0)[0] < before
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1)])
+def test_narrow_inheritance_keeps_the_strongest_filters(shape):
+    """Width 0.5 inherits the dense model's largest-L1 units and the matching input channels
+    (through Flatten): a dense model whose dropped half of every hidden layer is zero computes
+    exactly what its half-width copy computes (reference: the dense model's own output)."""
+    from keras_tuner import HyperParameters
+
+    from npas_keras.tuner import inherit_weights, search_cnn
+
+    build = search_cnn(shape, 10, filters=(16, 32), units=64)
+    src = build(HyperParameters())
+    rng = np.random.default_rng(0)
+    for layer in src.layers:
+        if layer.weights and layer.name != "probs":
+            k, b = layer.get_weights()
+            drop = rng.permutation(k.shape[-1])[: k.shape[-1] // 2]
+            k[..., drop] = 0.0
+            b[:] = rng.standard_normal(b.shape) * 0.1
+            b[drop] = 0.0
+            layer.set_weights([k, b])
+    hp = HyperParameters()
+    hp.Fixed("width", 0.5)
+    dst = build(hp)
+    assert inherit_weights(src, dst) == 4
+    x = rng.standard_normal((6,) + shape).astype(np.float32)
+    np.testing.assert_allclose(dst.predict(x, verbose=0), src.predict(x, verbose=0), atol=1e-5)
+    # a leading-slice copy (the old behaviour) would not: the kept units are not the first ones
+    assert dst.get_layer("conv1").get_weights()[0].shape == (3, 3, 1, 8)
+
+
+def test_rule_seeds_express_the_rule_mapping(tmp_path):
+    """NPASTuner.rule_seeds(): the rules' mapping (map_schemes with the table) and uniform
+    block_punched, on the default architecture, as hp values that map back to those schemes
+    (per layer), at the lowest rate predicted within the budget."""
+    from keras_tuner import HyperParameters
+
+    from npas_keras.mapping import map_schemes
+    from npas_keras.tuner import search_cnn
+
+    table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=nonzero_weight_proxy_ms,
+                         runtime="fake")
+    build = search_cnn((8, 8, 1), 10, filters=(16, 64), units=128)
+    predictor = TablePredictor(table)
+    budget = 0.25 * predictor(build(HyperParameters()))
+    tuner = NPASTuner(build, latency_budget_ms=budget, max_trials=1, latency_table=table,
+                      rates=(0.5, 0.9), block_shapes=("16x16",),
+                      directory=str(tmp_path / "t"), overwrite=True, seed=0)
+    seeds = tuner.rule_seeds()
+    assert len(seeds) == 2
+    hm = tuner.hypermodel
+    model = hm.build(HyperParameters())
+    for seed, uniform in zip(seeds, (False, True)):
+        mapping = hm.mapping(model, seed)
+        assert predictor(model, mapping) <= budget
+        assert {s.rate for s in mapping.values() if s is not None} == {0.9}  # 0.5 is over
+        rules = map_schemes(model, 0.9, None if uniform else table, block_shapes=((16, 16),))
+        assert {n: s and s.name for n, s in mapping.items()} == {
+            n: s and ("block_punched" if uniform else s.name) for n, s in rules.items()}
+        lower = hm.values_for_mapping(
+            model, map_schemes(model, 0.5, table, block_shapes=((16, 16),)), seed)
+        assert uniform or lower is None or predictor(model, hm.mapping(model, lower)) > budget

@@ -10,9 +10,9 @@ from npas_keras.tuner.policy import CategoricalPolicy
 from npas_keras.tuner.space import (SpaceEncoder, apply_operator, discrete_values, operator,
                                     search_cnn, width)
 from npas_keras.tuner.tuner import (NPASHyperModel, NPASTuner, inherit_weights,
-                                    pruned_for_fine_tune, scheme_hp_name)
+                                    pruned_for_fine_tune, rate_hp_name, scheme_hp_name)
 
 __all__ = ["CategoricalPolicy", "NPASHyperModel", "NPASOracle", "NPASTuner", "SpaceEncoder",
            "acquisition_scores", "apply_operator", "discrete_values", "fit_gp",
-           "inherit_weights", "operator", "pruned_for_fine_tune", "scheme_hp_name", "search_cnn",
-           "width"]
+           "inherit_weights", "operator", "pruned_for_fine_tune", "rate_hp_name",
+           "scheme_hp_name", "search_cnn", "width"]

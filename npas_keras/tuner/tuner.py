@@ -24,15 +24,19 @@ from npas_keras.latency.specs import unwrap
 from npas_keras.tuner.oracle import LATENCY_METRIC, NPASOracle
 
 DEFAULT_SCHEMES = ("dense", "block_punched", "bcr", "pattern")
-DEFAULT_RATES = (0.5, 0.7, 0.8, 0.9)
+DEFAULT_RATES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 DEFAULT_BLOCKS = ("4x16", "8x16", "16x16")
 
 
-def scheme_hp_name(layer_name, spec):
+def scheme_hp_name(layer_name, spec, prefix="scheme"):
     if spec.kind == "dense":
-        return f"scheme:{layer_name}"
+        return f"{prefix}:{layer_name}"
     kh, kw = spec.kernel_size
-    return f"scheme:{layer_name}:{kh}x{kw}"
+    return f"{prefix}:{layer_name}:{kh}x{kw}"
+
+
+def rate_hp_name(layer_name, spec):
+    return scheme_hp_name(layer_name, spec, "rate")
 
 
 def _parse_block(text):
@@ -43,15 +47,19 @@ def _parse_block(text):
 class NPASHyperModel(hm_module.HyperModel):
     """Wraps a user build function (hp -> dense tf_keras model) and adds the pruning space:
 
-    'rate' (Choice over `rates`), 'block' (Choice over `block_shapes`, 'RxC' strings) and, per
-    prunable layer with at least `min_params` weights, 'scheme:<layer>[:<kh>x<kw>]' over the
-    schemes that apply to its kind ('pattern' only for 3x3 convolutions; depthwise layers stay
-    dense). The user's own hps (operators, widths, anything) stay in the space as declared.
+    'block' (Choice over `block_shapes`, 'RxC' strings) and, per prunable layer with at least
+    `min_params` weights, 'scheme:<layer>[:<kh>x<kw>]' over the schemes that apply to its kind
+    ('pattern' only for 3x3 convolutions; depthwise layers stay dense) and its pruning rate
+    'rate:<layer>[:<kh>x<kw>]' (Choice over `rates`, active when the scheme is not 'dense'), or
+    one global 'rate' with per_layer_rates=False. The user's own hps (operators, widths,
+    anything) stay in the space as declared.
     """
 
     def __init__(self, build_fn, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
-                 block_shapes=DEFAULT_BLOCKS, min_params=256, name=None, tunable=True):
+                 block_shapes=DEFAULT_BLOCKS, min_params=256, per_layer_rates=True, name=None,
+                 tunable=True):
         super().__init__(name=name, tunable=tunable)
+        self.per_layer_rates = bool(per_layer_rates)
         if not callable(build_fn) and not hasattr(build_fn, "build"):
             raise TypeError("build_fn must be a callable hp -> tf_keras model or a HyperModel")
         self.build_fn = build_fn
@@ -82,9 +90,12 @@ class NPASHyperModel(hm_module.HyperModel):
             out.append(s)
         return out or ["dense"]
 
+    def _default_rate(self):
+        return self.rates[len(self.rates) // 2]
+
     def declare(self, hp, model):
-        if len(self.rates) > 1:
-            hp.Choice("rate", list(self.rates), default=self.rates[len(self.rates) // 2])
+        if len(self.rates) > 1 and not self.per_layer_rates:
+            hp.Choice("rate", list(self.rates), default=self._default_rate())
         if len(self.block_shapes) > 1 and any(s in ("block_punched", "bcr") for s in self.schemes):
             hp.Choice("block", list(self.block_shapes), default=self.block_shapes[-1])
         for name, spec in model_layer_specs(model):
@@ -92,6 +103,11 @@ class NPASHyperModel(hm_module.HyperModel):
             if len(allowed) > 1:
                 default = allowed[1] if allowed[0] == "dense" else allowed[0]
                 hp.Choice(scheme_hp_name(name, spec), allowed, default=default)
+                if len(self.rates) > 1 and self.per_layer_rates:
+                    with hp.conditional_scope(scheme_hp_name(name, spec),
+                                              [a for a in allowed if a != "dense"]):
+                        hp.Choice(rate_hp_name(name, spec), list(self.rates),
+                                  default=self._default_rate())
 
     def build(self, hp):
         model = self.build_dense(hp)
@@ -102,10 +118,11 @@ class NPASHyperModel(hm_module.HyperModel):
         """{layer name: Scheme | None} from a trial's hp values for this (built) model."""
         from npas_keras.schemes import Scheme
 
-        rate = float(values.get("rate", self.rates[len(self.rates) // 2]))
+        global_rate = float(values.get("rate", self._default_rate()))
         block = _parse_block(values.get("block", self.block_shapes[-1]))
         out = {}
         for name, spec in model_layer_specs(model):
+            rate = float(values.get(rate_hp_name(name, spec), global_rate))
             allowed = self.allowed_schemes(spec)
             choice = values.get(scheme_hp_name(name, spec),
                                 "dense" if len(allowed) == 1 else
@@ -126,6 +143,45 @@ class NPASHyperModel(hm_module.HyperModel):
         return out
 
 
+    def values_for_mapping(self, model, mapping, base=None):
+        """The hp values closest to `mapping` ({layer: Scheme | None}, e.g. from
+        npas_keras.mapping.map_schemes) on `model`, from `base` values: each layer's scheme and
+        rate, and one block shape (the largest pruned layer's, as the space has one). None when
+        the space cannot express it (a scheme or rate it does not offer)."""
+        values = dict(base or {})
+        block, block_size, rates = None, -1, set()
+        for name, spec in model_layer_specs(model):
+            scheme = mapping.get(name)
+            allowed = self.allowed_schemes(spec)
+            choice = "dense" if scheme is None else scheme.name
+            if choice not in allowed:
+                return None
+            if len(allowed) > 1:
+                values[scheme_hp_name(name, spec)] = choice
+            if scheme is None:
+                continue
+            rate = min(self.rates, key=lambda r: abs(r - float(scheme.rate)))
+            if abs(rate - float(scheme.rate)) > 1e-6:
+                return None
+            rates.add(rate)
+            if self.per_layer_rates:
+                values[rate_hp_name(name, spec)] = rate
+            bs = getattr(scheme, "block_shape", None)
+            if (choice in ("block_punched", "bcr") and bs is not None
+                    and spec.num_params() > block_size):
+                rows, red = spec.matrix_shape()
+                block_size = spec.num_params()
+                block = next((b for b in self.block_shapes if tuple(min(x, m) for x, m in zip(
+                    _parse_block(b), (rows, red))) == tuple(bs)), None)
+        if not self.per_layer_rates and len(rates) > 1:
+            return None
+        if block is not None and len(self.block_shapes) > 1:
+            values["block"] = block
+        if rates and not self.per_layer_rates and len(self.rates) > 1:
+            values["rate"] = rates.pop()
+        return values
+
+
 class ValuesLatencyPredictor:
     """values dict -> predicted ms: builds the candidate, maps its schemes and asks a
     model predictor (callable(model, mapping) -> ms, e.g. latency.TablePredictor)."""
@@ -142,12 +198,40 @@ class ValuesLatencyPredictor:
         return float(self.model_predictor(model, self.hypermodel.mapping(model, values)))
 
 
+def _l1_top(kernel, k, out_axis):
+    """Indices (ascending) of the `k` output units of `kernel` with the largest L1 norm."""
+    axes = tuple(a for a in range(kernel.ndim) if a != out_axis % kernel.ndim)
+    norms = np.abs(kernel).sum(axis=axes)
+    return np.sort(np.argsort(-norms, kind="stable")[:k])
+
+
+def _expand(prev, s_in, d_in):
+    """Source input indices for a layer fed by the last inherited layer: `prev` = (its source
+    width, kept source indices); a Flatten in between repeats them per spatial position."""
+    if prev is None:
+        return None
+    c_s, idx = prev
+    if s_in == c_s and d_in == len(idx):
+        return idx
+    if c_s and s_in % c_s == 0 and d_in == (s_in // c_s) * len(idx):
+        return (np.arange(s_in // c_s)[:, None] * c_s + idx[None, :]).reshape(-1)
+    return None
+
+
 def inherit_weights(source, target):
     """Copies weights from a pre-trained dense `source` into `target`, layer by layer.
 
-    Layers are paired by class and order of appearance; each weight is copied where shapes agree,
-    or its leading slice where the target is narrower (width multiplier < 1). Returns the number
-    of layers that inherited."""
+    Layers are paired by class and order of appearance. Where the target is narrower (width
+    multiplier < 1) a Dense / Conv2D layer keeps the source's output units with the largest L1
+    norm (as L1 filter pruning / network slimming do), and the next layer keeps the matching
+    input channels (through a Flatten too; a depthwise or batch-norm layer keeps the channels of
+    the layer before it), so the narrow model starts from the dense one's strongest filters, not
+    from its first ones. Other weights copy their leading slice where shapes differ. Returns the
+    number of layers that inherited."""
+    import tf_keras as keras
+
+    layers_ = keras.layers
+
     def weighted(model):
         out = {}
         for layer in model.layers:
@@ -156,27 +240,53 @@ def inherit_weights(source, target):
                 out.setdefault(type(layer).__name__, []).append(layer)
         return out
 
-    src, dst = weighted(source), weighted(target)
-    count = 0
-    for cls, layers in dst.items():
-        for i, layer in enumerate(layers):
-            if cls not in src or i >= len(src[cls]):
-                continue
-            s_w, d_w = src[cls][i].get_weights(), layer.get_weights()
-            if len(s_w) != len(d_w):
-                continue
-            new, ok = [], True
-            for s, d in zip(s_w, d_w):
-                if s.ndim != d.ndim:
-                    ok = False
-                    break
-                out = d.copy()
-                sl = tuple(slice(0, min(a, b)) for a, b in zip(s.shape, d.shape))
-                out[sl] = s[sl]
-                new.append(out)
-            if ok:
-                layer.set_weights(new)
-                count += 1
+    src = weighted(source)
+    seen, count, prev = {}, 0, None
+    for layer in (unwrap(lr) for lr in target.layers):
+        if not layer.weights:
+            continue
+        cls = type(layer).__name__
+        i = seen[cls] = seen.get(cls, -1) + 1
+        if cls not in src or i >= len(src[cls]):
+            prev = None if isinstance(layer, (layers_.Dense, layers_.Conv2D)) else prev
+            continue
+        s_w, d_w = src[cls][i].get_weights(), layer.get_weights()
+        if len(s_w) != len(d_w) or any(s.ndim != d.ndim for s, d in zip(s_w, d_w)):
+            prev = None
+            continue
+        per_channel = isinstance(layer, (layers_.DepthwiseConv2D, layers_.BatchNormalization))
+        core = isinstance(layer, (layers_.Dense, layers_.Conv2D)) and not per_channel
+        kernel = s_w[0]
+        in_idx = out_idx = None
+        if core:
+            in_axis = kernel.ndim - 2
+            in_idx = _expand(prev, kernel.shape[in_axis], d_w[0].shape[in_axis])
+            if d_w[0].shape[-1] < kernel.shape[-1]:
+                out_idx = _l1_top(kernel, d_w[0].shape[-1], -1)
+            else:
+                out_idx = np.arange(kernel.shape[-1])
+        elif per_channel and prev is not None:
+            c_axis = 2 if isinstance(layer, layers_.DepthwiseConv2D) else 0
+            in_idx = _expand(prev, kernel.shape[c_axis], d_w[0].shape[c_axis])
+        new = []
+        for s, d in zip(s_w, d_w):
+            ix = [np.arange(min(a, b)) for a, b in zip(s.shape, d.shape)]
+            if core and s.ndim == kernel.ndim:
+                if in_idx is not None:
+                    ix[-2] = in_idx
+                ix[-1] = out_idx[: d.shape[-1]]
+            elif core and s.ndim == 1:
+                ix[0] = out_idx[: d.shape[0]]
+            elif per_channel and in_idx is not None:
+                ix[2 if s.ndim == 4 else 0] = in_idx
+            ix = [a[: n] for a, n in zip(ix, d.shape)]
+            out = d.copy()
+            out[tuple(slice(0, len(a)) for a in ix)] = s[np.ix_(*ix)]
+            new.append(out)
+        layer.set_weights(new)
+        count += 1
+        if core:
+            prev = (kernel.shape[-1], out_idx[: d_w[0].shape[-1]])
     return count
 
 
@@ -240,18 +350,26 @@ class NPASTuner(base_tuner.BaseTuner):
         latency_table: a LatencyTable (default: LatencyTable(threads=threads)).
         oracle: another keras_tuner Oracle (e.g. RandomSearchOracle, for comparisons); default a
             NPASOracle built from `oracle_kwargs`.
-        schemes, rates, block_shapes, min_params: the pruning search space (NPASHyperModel).
+        schemes, rates, block_shapes, min_params, per_layer_rates: the pruning search space
+            (NPASHyperModel).
+        initial_values: hp value dicts the NPASOracle tries first.
+        seed_rules: also seed the NPASOracle with `rule_seeds()` (the rule-based mapping and
+            uniform block_punched on the default architecture, each at the lowest rate predicted
+            within the budget), so the search starts where those baselines are.
     """
 
     def __init__(self, hypermodel, objective="val_accuracy", latency_budget_ms=None,
                  max_trials=10, pretrained=None, fine_tune_epochs=1, batch_size=32,
                  latency_fn=None, latency_predictor=None, latency_table=None, threads=1,
                  oracle=None, oracle_kwargs=None, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
-                 block_shapes=DEFAULT_BLOCKS, min_params=256, seed=None, directory=None,
+                 block_shapes=DEFAULT_BLOCKS, min_params=256, per_layer_rates=True,
+                 initial_values=None, seed_rules=True, seed=None, directory=None,
                  project_name=None, overwrite=False, verbose=0, **kwargs):
         hm = hypermodel if isinstance(hypermodel, NPASHyperModel) else NPASHyperModel(
             hypermodel, schemes=schemes, rates=rates, block_shapes=block_shapes,
-            min_params=min_params)
+            min_params=min_params, per_layer_rates=per_layer_rates)
+        self.initial_values = [dict(v) for v in (initial_values or [])]
+        self.seed_rules = bool(seed_rules)
         self.latency_budget_ms = latency_budget_ms
         self.pretrained = pretrained
         self.fine_tune_epochs = int(fine_tune_epochs)
@@ -278,6 +396,48 @@ class NPASTuner(base_tuner.BaseTuner):
         self._values_predictor.oracle = oracle
         super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
+
+    def rule_seeds(self):
+        """[hp values]: the rule-based mapping (npas_keras.mapping.map_schemes with the latency
+        table, choosing among the space's block shapes) and uniform block_punched 16x16 (where the rules prune at all) on the default
+        architecture, as `values_for_mapping` expresses them, each at the lowest of the space's
+        rates whose predicted latency fits the budget (lowest rate: most weights kept)."""
+        from keras_tuner import HyperParameters
+
+        from npas_keras.mapping import map_schemes
+        from npas_keras.schemes import Scheme
+
+        hm = self.hypermodel
+        hp = HyperParameters()
+        model = hm.build(hp)
+        base = dict(hp.values)
+        specs = dict(model_layer_specs(model))
+
+        def uniform(rate):
+            return {name: None if s is None else Scheme(
+                "block_punched", rate=rate, block_shape=tuple(
+                    min(16, m) for m in specs[name].matrix_shape()))
+                for name, s in map_schemes(model, rate).items()}
+
+        blocks = tuple(_parse_block(b) for b in hm.block_shapes)
+        seeds = []
+        for family in (lambda r: map_schemes(model, r, self.latency_table, block_shapes=blocks),
+                       uniform):
+            for rate in sorted(hm.rates):
+                values = hm.values_for_mapping(model, family(rate), base)
+                if values is None or values in seeds:
+                    continue
+                if (self.latency_budget_ms is None or self.latency_predictor(
+                        model, hm.mapping(model, values)) <= self.latency_budget_ms):
+                    seeds.append(values)
+                    break
+        return seeds
+
+    def search(self, *fit_args, **fit_kwargs):
+        if isinstance(self.oracle, NPASOracle) and not self.oracle.initial_values:
+            self.oracle.initial_values = list(self.initial_values) + (
+                self.rule_seeds() if self.seed_rules else [])
+        return super().search(*fit_args, **fit_kwargs)
 
     # -- a trial ---------------------------------------------------------------------------------
     def run_trial(self, trial, x=None, y=None, validation_data=None, epochs=None,
