@@ -136,13 +136,14 @@ class RowBlockInt8 : public PackedGemmInt8 {
       }
       qmid_[g] = (int32_t)(offs.size() / 4);
       qidx.resize(offs.size() / 4, 0);
-      // Gathered quads by window: the singles sorted by offset, a window takes every column
-      // within kWindowSpan of its first one.
+      // Gathered quads by window: the singles sorted by offset, a window takes every column of
+      // the aligned kWindowSpan block of its first one (an aligned block is one cache line when
+      // the pixel's base is aligned: cin a multiple of 64, or a FC).
       std::stable_sort(singles.begin(), singles.end(),
                        [&](int a, int b) { return d.col_offset[a] < d.col_offset[b]; });
       size_t i = 0;
       while (i < singles.size()) {
-        const int32_t base = d.col_offset[singles[i]];
+        const int32_t base = d.col_offset[singles[i]] & ~(kWindowSpan - 1);
         size_t e = i;
         while (e < singles.size() && d.col_offset[singles[e]] - base < kWindowSpan) ++e;
         while (i < e) {
@@ -236,9 +237,12 @@ class RowBlockInt8 : public PackedGemmInt8 {
     static thread_local std::vector<int16_t> s16;
     const void* src = in;
     if (kernel_.input == Int8Input::kU8) {
-      if (u8.size() < (size_t)in_elems + kWindowSlack) u8.resize((size_t)in_elems + kWindowSlack);
-      for (int64_t i = 0; i < in_elems; ++i) u8[i] = (uint8_t)in[i] ^ 0x80u;
-      src = u8.data();
+      // 64-byte aligned, so windows at multiples of 64 from a 64-aligned pixel never split lines.
+      const size_t need = (size_t)in_elems + kWindowSlack + 64;
+      if (u8.size() < need) u8.resize(need);
+      uint8_t* dst = (uint8_t*)(((uintptr_t)u8.data() + 63) & ~(uintptr_t)63);
+      for (int64_t i = 0; i < in_elems; ++i) dst[i] = (uint8_t)in[i] ^ 0x80u;
+      src = dst;
     } else if (kernel_.input == Int8Input::kS16) {
       if (s16.size() < (size_t)in_elems) s16.resize((size_t)in_elems);
       for (int64_t i = 0; i < in_elems; ++i) s16[i] = in[i];

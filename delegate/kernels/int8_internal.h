@@ -22,7 +22,7 @@ namespace internal {
 // AVX2 reads the same weights from w16, an int16 copy ordered for vpmaddwd (column pairs):
 //   w16[64q + 32h + 16p + 2l + j] = w[64q + 4(8h + l) + 2p + j]   (lane 8h+l, column 2p+j).
 // Gathered quads are formed per *window*: kept columns sorted by offset, each window holding the
-// columns within 64 elements of its first one (woff[w]); window w's quads end at wqend[w] (they
+// columns of one 64-aligned block of 64 offsets (woff[w], a multiple of 64); window w's quads end at wqend[w] (they
 // start at qmid[g] for the group's first window wbeg[g], else at wqend[w - 1]), and qidx[q] packs
 // the 4 columns' offsets relative to woff as bytes (column j in bits 8j..8j+7). qoffs holds the
 // absolute offsets of every quad as well, so kernels without a byte permute ignore the windows;
