@@ -215,9 +215,25 @@ static inline void TileVbmi(const RowBlockInt8View& v, const uint8_t* in, const 
     auto gathered = [&](int i, int qq) {
       return _mm512_permutexvar_epi8(_mm512_set1_epi32((int32_t)v.qidx[qq]), win[i]);
     };
-    for (; q + A <= qe; q += A)
-      for (int a = 0; a < A; ++a) quad(q + a, a, gathered);
-    for (; q < qe; ++q) quad(q, 0, gathered);
+    switch (qe - q) {  // unrolled for the usual 1-3 quads per window (fewer loop branches)
+      case 1:
+        quad(q, 0, gathered);
+        break;
+      case 2:
+        quad(q, 0, gathered);
+        quad(q + 1, 1 % A, gathered);
+        break;
+      case 3:
+        quad(q, 0, gathered);
+        quad(q + 1, 1 % A, gathered);
+        quad(q + 2, 2 % A, gathered);
+        break;
+      default:
+        for (; q + A <= qe; q += A)
+          for (int a = 0; a < A; ++a) quad(q + a, a, gathered);
+        for (; q < qe; ++q) quad(q, 0, gathered);
+    }
+    q = qe;
   }
   const __m512i mult = _mm512_load_si512(v.mult + g * 16);
   const __m512i lsh = _mm512_load_si512(v.lshift + g * 16);

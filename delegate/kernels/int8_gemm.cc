@@ -141,14 +141,18 @@ class RowBlockInt8 : public PackedGemmInt8 {
       // the pixel's base is aligned: cin a multiple of 64, or a FC).
       std::stable_sort(singles.begin(), singles.end(),
                        [&](int a, int b) { return d.col_offset[a] < d.col_offset[b]; });
-      size_t i = 0;
-      while (i < singles.size()) {
+      std::vector<std::pair<size_t, size_t>> windows;  // [i, e) of singles
+      for (size_t i = 0, e; i < singles.size(); i = e) {
         const int32_t base = d.col_offset[singles[i]] & ~(kWindowSpan - 1);
-        size_t e = i;
+        e = i;
         while (e < singles.size() && d.col_offset[singles[e]] - base < kWindowSpan) ++e;
-        while (i < e) {
+        windows.push_back({i, e});
+      }
+      for (const auto& win : windows) {
+        const int32_t base = d.col_offset[singles[win.first]] & ~(kWindowSpan - 1);
+        for (size_t i = win.first; i < win.second;) {
           int cols4[4];
-          const int n = (int)std::min<size_t>(4, e - i);
+          const int n = (int)std::min<size_t>(4, win.second - i);
           uint32_t idx = 0;
           for (int j = 0; j < 4; ++j) {
             cols4[j] = singles[i + std::min(j, n - 1)];
