@@ -4,8 +4,10 @@ selection. Every layer starts at the highest candidate width; layers are lowered
 
 Quantization here is symmetric per output channel (zero point 0, so pruned zeros stay exactly
 zero), optionally with power-of-two scales (a shift instead of a multiplier on integer hardware).
-It is a *selection and simulation* tool: `apply_bits` fake-quantizes weights in a copy of the
-model to measure accuracy; the exported int8 TFLite model (and the delegate) remain 8-bit.
+`apply_bits` fake-quantizes weights in a copy of the model (to measure accuracy); that copy's
+4-bit kernels lie on a grid k * s per output channel, which `npas_keras.export(copy, ...,
+quantize="int8", weight_bits=bits)` stores exactly as 4-bit values (packed two per byte in the
+npas format, run by the delegate; docs/quantization.md).
 """
 from __future__ import annotations
 
@@ -143,7 +145,8 @@ def select_bits(model_or_rows, budget: float = 0.75, candidates: Iterable[int] =
 def apply_bits(model, bits, power_of_two: bool = False):
     """A copy of a (stripped or plain) tf_keras model with each layer's kernel fake-quantized to
     its bit width (`bits`: int or {layer: int}; layers not named are left float). Use it to
-    measure the accuracy of a `select_bits` choice; zeros stay zero."""
+    measure the accuracy of a `select_bits` choice (zeros stay zero), and export it with the
+    same `weight_bits` to store the 4-bit layers in 4 bits."""
     import tf_keras as keras
     from npas_keras.compat import check_model
     check_model(model)
