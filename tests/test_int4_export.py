@@ -168,6 +168,41 @@ def test_corrupt_or_truncated_int4_op_is_rejected_by_both_decoders(decoder):
     assert not ok
 
 
+def test_mutated_quantized_ops_decoders_agree(decoder):
+    """Random byte mutations (checksums resealed half the time, so the structural checks are
+    reached): both decoders accept or reject together and agree on what they accept."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        kind = int(rng.integers(0, 3))
+        vt = fmt.VALUES_INT4 if trial % 3 else fmt.VALUES_INT8
+        kh = kw = 1 if kind == fmt.KIND_FC else 3
+        rows = int(rng.integers(1, 9))
+        cols = int(rng.integers(1, 20)) if kind == fmt.KIND_FC else \
+            9 * int(rng.integers(1, 4)) if kind == fmt.KIND_CONV else 9
+        k = rng.integers(-8, 8, (rows, cols)) * (rng.random((rows, cols)) < 0.5)
+        k.ravel()[0] = 1
+        name = fmt.CUSTOM_NAMES[kind]
+        parts = list(_quantized_op(kind, k, vt, kh=kh, kw=kw))
+        target = int(rng.integers(0, 4))
+        b = bytearray(parts[target])
+        if b:
+            for _ in range(int(rng.integers(1, 3))):
+                b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        parts[target] = bytes(b)
+        if trial % 2 and len(parts[0]) >= 112:         # reseal every checksum
+            o = bytearray(parts[0])
+            struct.pack_into("<II", o, 88, zlib.crc32(parts[1]) & 0xFFFFFFFF,
+                             zlib.crc32(parts[2]) & 0xFFFFFFFF)
+            struct.pack_into("<I", o, 100, zlib.crc32(parts[3]) & 0xFFFFFFFF)
+            struct.pack_into("<I", o, len(o) - 4, zlib.crc32(bytes(o[:-4])) & 0xFFFFFFFF)
+            parts[0] = bytes(o)
+        ok, w, scales, ref, meta, err = _decode_both(decoder, name, *parts, vt, 4096)
+        if ok:
+            o = fmt.unpack_options(parts[0], name)
+            np.testing.assert_array_equal(w, fmt.builtin_layout(o.op_kind, ref, o.kh, o.kw)
+                                          .astype(np.int8).ravel())
+
+
 # --- end to end: pruned digits CNN, 4-bit conv + FC ------------------------------------------
 
 @pytest.fixture(scope="module")
