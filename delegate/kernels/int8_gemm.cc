@@ -245,7 +245,11 @@ class RowBlockInt8 : public PackedGemmInt8 {
       const size_t need = (size_t)in_elems + kWindowSlack + 64;
       if (u8.size() < need) u8.resize(need);
       uint8_t* dst = (uint8_t*)(((uintptr_t)u8.data() + 63) & ~(uintptr_t)63);
+#if defined(__x86_64__) || defined(__i386__)
+      ToU8Avx512(in, dst, in_elems);  // kU8 = a VNNI kernel: the CPU has AVX-512BW
+#else
       for (int64_t i = 0; i < in_elems; ++i) dst[i] = (uint8_t)in[i] ^ 0x80u;
+#endif
       src = dst;
     } else if (kernel_.input == Int8Input::kS16) {
       if (s16.size() < (size_t)in_elems) s16.resize((size_t)in_elems);

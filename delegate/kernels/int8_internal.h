@@ -145,6 +145,7 @@ void RowBlockInt8VnniVbmi(const RowBlockInt8View&, const void*, const int32_t*, 
 void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                       int8_t*);
 bool CpuHasAvx512Vnni();
+void ToU8Avx512(const int8_t* in, uint8_t* out, int64_t n);  // x ^ 0x80 (AVX-512BW)
 bool CpuHasAvx512Vbmi();  // vpermb (Ice Lake, Zen 4 and later); NPAS_INT8_NO_VBMI=1 hides it
 #endif
 #if defined(__aarch64__)
