@@ -146,9 +146,12 @@ def _timing(model_bytes, x1, args, options=None):
 
 
 def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_dense,
-                keras_accuracy, test, args, **extra):
+                keras_accuracy, test, args, npas_path=None, **extra):
     """One case: the exported .tflite's accuracy (stock and delegate), size, BOPs and the
-    interleaved stock-vs-delegate latency (delegate default options; pruned rows also forced)."""
+    interleaved stock-vs-delegate latency (delegate default options; pruned rows also forced).
+    npas_path: the same model in the npas format (compact NPAS custom ops, 4-bit packed where
+    4-bit): its size, its accuracy through the delegate (the only runtime that runs it) and its
+    delegate latency against stock LiteRT on the standard file, interleaved."""
     from npas_keras.runtime import Interpreter
     with open(path, "rb") as f:
         model_bytes = f.read()
@@ -169,6 +172,22 @@ def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_d
            "tflite_accuracy_npas": round(acc_npas, 6), "bops": int(bops_total),
            "bops_reduction_vs_dense_fp32": round(bops_dense / bops_total, 3),
            "file": path, "file_bytes": os.path.getsize(path), **extra}
+    if npas_path:
+        with open(npas_path, "rb") as f:
+            npas_bytes = f.read()
+        acc_c, stats_c = tflite_accuracy(npas_bytes, x_test, y_test, delegate=True,
+                                         threads=args.threads)
+        from npas_keras.runtime.benchmark import compare
+        r = compare(npas_bytes, inputs=[x1], threads=args.threads, runs=args.runs,
+                    baseline_model_content=model_bytes)
+        row["npas_format"] = {
+            "file": npas_path, "file_bytes": len(npas_bytes),
+            "tflite_accuracy_npas": round(acc_c, 6),
+            "claimed_by_kernel": stats_c["claimed_by_kernel"],
+            **{k: r[k] for k in ("baseline_ms", "npas_ms", "speedup", "max_abs_err", "claimed")}}
+        print(f"{row['name'] + ' npas':<20} acc (npas) {acc_c:.4f}  {len(npas_bytes)} B  "
+              f"xnnpack (standard file) {r['baseline_ms']:.3f} ms  npas {r['npas_ms']:.3f} ms "
+              f"(x{r['speedup']:.2f}, claimed {r['claimed']})", flush=True)
     print(f"{row['name']:<20} acc {acc:.4f} (npas {acc_npas:.4f}, keras {keras_accuracy:.4f})"
           f"  BOPs {bops_total:.3e} (/{row['bops_reduction_vs_dense_fp32']:.1f})"
           f"  {row['file_bytes']} B  xnnpack {auto['baseline_ms']:.3f} ms  npas "
@@ -212,15 +231,17 @@ base, path = sys.argv[1:]
 with tfmot.quantization.keras.quantize_scope(custom_objects()):
     model = keras.models.load_model(base + ".h5", compile=False)
 with open(base + ".json") as f:
-    schemes = json.load(f)
-if schemes:
-    model.npas_schemes = schemes
-npas_keras.export(model, path, quantize="int8", representative_data=np.load(base + ".npy"))
+    spec = json.load(f)
+if spec["schemes"]:
+    model.npas_schemes = spec["schemes"]
+npas_keras.export(model, path, quantize="int8", representative_data=np.load(base + ".npy"),
+                  **spec["export"])
 """
 
 
-def export_int8_isolated(model, representative_data, path, timeout_s=1200):
-    """npas_keras.export(model, path, quantize="int8", ...) in a fresh child process (the model
+def export_int8_isolated(model, representative_data, path, timeout_s=1200, **export_kwargs):
+    """npas_keras.export(model, path, quantize="int8", **export_kwargs (format, weight_bits),
+    ...) in a fresh child process (the model
     saved as .h5), because TFLite's calibrator can crash the whole process (SIGSEGV on the Keras
     GRU's while loop). Spawned, not forked: a fork of a process running TensorFlow's threads
     deadlocks in the child. Returns None on success, else the error: exit signal/status or
@@ -234,7 +255,8 @@ def export_int8_isolated(model, representative_data, path, timeout_s=1200):
     model.save(base + ".h5", include_optimizer=False)
     np.save(base + ".npy", np.asarray(representative_data, np.float32))
     with open(base + ".json", "w") as f:
-        json.dump(getattr(model, "npas_schemes", None) or {}, f)
+        json.dump({"schemes": getattr(model, "npas_schemes", None) or {},
+                   "export": export_kwargs}, f)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     try:
         r = subprocess.run([sys.executable, "-c", _EXPORT_CHILD, base, path], env=env,
@@ -409,6 +431,9 @@ def models_suite(args, keep=None):
                               "file_bytes": os.path.getsize(path("pruned_int8_loop"))})
             stage, error = "export int8 (TFLite converter)", export_int8_isolated(
                 batch_one(int8_src), x_rep, path("pruned_int8"))
+            if not error:
+                stage, error = "export int8, npas format", export_int8_isolated(
+                    batch_one(int8_src), x_rep, path("pruned_int8_npas"), format="npas")
         except Exception as e:  # noqa: BLE001 - recorded in the JSON, the suite goes on
             stage, error = "prune_preserving_qat", f"{type(e).__name__}: {e}"[:3000]
         if error:
@@ -420,13 +445,16 @@ def models_suite(args, keep=None):
                 kind, "pruned_int8", path("pruned_int8"), density=density, weight_bits=8,
                 bops_total=q.bops(stripped, bits=8)["total"], bops_dense=bops_dense,
                 keras_accuracy=runner.evaluate(int8_src), int8_method=method,
+                npas_path=path("pruned_int8_npas"),
                 qat_seconds=round(time.time() - t0, 1),
                 int8_weight_zeros=[{k: r[k] for k in ("op", "size", "zeros")}
                                    for r in q.int8_weight_zeros(
                                        open(path("pruned_int8"), "rb").read())], **common))
         write()
 
-        # mixed precision: per-layer 8/4-bit weights (simulated), stored as int8
+        # mixed precision: per-layer 8/4-bit weights (post-training, apply_bits puts the 4-bit
+        # layers on their grid), exported with weight_bits: standard int8 file (4-bit layers
+        # stored exactly as int8 k with scale s) and npas format (4-bit packed)
         choice = q.select_bits(stripped, budget=args.mixed_budget)
         mixed = q.apply_bits(stripped, choice["bits"])
         missing = _unsimulated(stripped, mixed, choice["bits"])
@@ -436,7 +464,11 @@ def models_suite(args, keep=None):
         stage = "apply_bits"
         if not error:
             stage, error = "export int8 (TFLite converter)", export_int8_isolated(
-                batch_one(mixed), x_rep, path("pruned_mixed"))
+                batch_one(mixed), x_rep, path("pruned_mixed"), weight_bits=choice["bits"])
+        if not error:
+            stage, error = "export int8 + 4-bit, npas format", export_int8_isolated(
+                batch_one(mixed), x_rep, path("pruned_mixed_npas"), format="npas",
+                weight_bits=choice["bits"])
         if error:
             cases.append(failed(kind, "pruned_mixed", stage, error, weight_bits=choice["bits"]))
         else:
@@ -448,7 +480,7 @@ def models_suite(args, keep=None):
                 weight_bits=choice["bits"],
                 bops_total=choice["bops"], bops_dense=bops_dense,
                 keras_accuracy=runner.evaluate(mixed), mixed_bops_ratio=round(choice["ratio"], 4),
-                **common))
+                npas_path=path("pruned_mixed_npas"), **common))
         write()
         runner.keras.backend.clear_session()
     doc["notes"] = {
@@ -462,8 +494,18 @@ def models_suite(args, keep=None):
                    "kernel=row_block. int8_npas_vs_fp32_npas divides medians of two separate "
                    "runs (not interleaved with each other)",
         "mixed": "select_bits (8/4-bit weights per layer, BOPs budget) + apply_bits "
-                 "(fake quantization), then exported as int8: the file stores the 4-bit grid "
-                 "values in 8 bits (no 4-bit storage); BOPs count the chosen bits"}
+                 "(post-training fake quantization of the stripped fp32 model, no QAT), "
+                 "exported with export(weight_bits=bits): the standard file stores 4-bit "
+                 "layers exactly as int8 values k with scale s; npas_format is the npas export "
+                 "(compact NPAS custom ops, 4-bit values packed two per byte), run only by the "
+                 "delegate, timed against stock LiteRT on the standard file; BOPs count the "
+                 "chosen bits (8-bit activations)",
+        "int8": "int8_method says how: tfmot PQAT where tfmot can annotate the model, else "
+                "post-training full-integer int8 of the stripped model (GRU: tfmot has no "
+                "quantize config for it). npas_format: the same int8 model in the npas "
+                "export format (compact NPAS custom ops)",
+        "gru_export": "GRU models are exported with the GRU unrolled (batch_one): the WHILE "
+                      "loop form crashes TFLite's int8 calibrator (row pruned_int8_loop)"}
     write()
     return doc
 
@@ -473,13 +515,14 @@ def table(path):
     with open(path) as f:
         doc = json.load(f)
     lines = ["| model | variant | w bits | density | acc % (LiteRT) | acc % (npas) | BOPs | BOPs "
-             "reduction | file KB | XNNPACK ms | npas ms (auto) | x | npas ms (forced) | x |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "reduction | file KB | XNNPACK ms | npas ms (auto) | x | npas ms (forced) | x | "
+             "npas-format file KB, acc %, ms, x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["cases"]:
         if "error" in r:
             first = r["error"].splitlines()[0]
             lines.append(f"| {r['model']} | {r['variant']} | | | failed at {r['stage']}: "
-                         f"{first} | | | | | | | | | |")
+                         f"{first} | | | | | | | | | | |")
             continue
         if "tflite_accuracy" not in r:     # converted only (no measurement)
             continue
@@ -493,7 +536,11 @@ def table(path):
             f"{r['bops']:.3g} | {r['bops_reduction_vs_dense_fp32']:.1f}x | "
             f"{r['file_bytes'] / 1024:.0f} | {r['baseline_ms']:.3f} | {r['npas_ms']:.3f} "
             f"({r['claimed']} claimed) | {r['speedup']:.2f} | "
-            + ("- | - |" if f is None else f"{f['npas_ms']:.3f} | {f['speedup']:.2f} |"))
+            + ("- | - |" if f is None else f"{f['npas_ms']:.3f} | {f['speedup']:.2f} |")
+            + ("" if "npas_format" not in r else
+               " {file_bytes_kb:.0f}, {acc:.2f}, {npas_ms:.3f}, {speedup:.2f} |".format(
+                   file_bytes_kb=r["npas_format"]["file_bytes"] / 1024,
+                   acc=100 * r["npas_format"]["tflite_accuracy_npas"], **r["npas_format"])))
     return "\n".join(lines)
 
 
