@@ -542,9 +542,8 @@ def requantize_int4(model, raw, uses, entry, weights, grid):
                          "refusing to store it in 4 bits")
     if uses.get(t.buffer, 0) != 1:
         raise ValueError(f"{where}: weight buffer shared with another tensor")
-    new = fmt.builtin_layout(kind, k.astype(np.float32), *weights.shape[1:3]) \
-        if kind != fmt.KIND_FC else k.astype(np.float32)
-    new = new.reshape(weights.shape).astype(np.int8)
+    kh, kw = weights.shape[1:3] if weights.ndim == 4 else (1, 1)
+    new = fmt.builtin_layout(kind, k, kh, kw).reshape(weights.shape).astype(np.int8)
     _set_buffer(model, uses, t, new)
     t.quantization = _per_channel(s4, 3 if kind == fmt.KIND_DW else 0)
     bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
