@@ -219,3 +219,32 @@ def test_cli_subcommand_builds_and_shows_a_table(tmp_path, capsys):
     assert len(shown["entries"]) == 2 and shown["overhead_ms"] > 0
     with pytest.raises(SystemExit):
         parser.parse_args(["latency", "table", "--kind", "lstm"])
+
+
+def test_pooling_layers_are_timed_and_counted(tmp_path):
+    """Pooling is not free: predict() adds each pooling layer's one-layer time (minus the
+    overhead), and a pool spec's one-layer model computes the pooling (NumPy reference)."""
+    from npas_keras.latency.predictor import model_pool_specs
+
+    times = {}
+
+    def fn(model_bytes):  # a distinct fake time per distinct model
+        return times.setdefault(len(model_bytes), 0.5 + 0.1 * len(times))
+
+    table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=fn, runtime="fake")
+    model = small_cnn()
+    pools = model_pool_specs(model)
+    assert [s.kind for _, s in pools] == ["max_pool2d"]
+    spec = pools[0][1]
+    assert spec == LayerSpec("max_pool2d", (8, 8, 32), 1, (2, 2), (2, 2), "valid")
+    total, parts = predict(model, table, None, breakdown=True)
+    assert parts[pools[0][0]] == pytest.approx(table.lookup(spec) - table.overhead_ms)
+    assert total == pytest.approx(table.overhead_ms + sum(parts.values()))
+    x = np.random.default_rng(0).standard_normal((1, 8, 8, 32)).astype(np.float32)
+    ref = x.reshape(1, 4, 2, 4, 2, 32).max(axis=(2, 4))
+    np.testing.assert_allclose(spec.build_model().predict(x, verbose=0), ref)
+    avg = LayerSpec("avg_pool2d", (8, 8, 32), 1, (2, 2), (2, 2), "valid").build_model()
+    np.testing.assert_allclose(avg.predict(x, verbose=0), x.reshape(1, 4, 2, 4, 2, 32).mean(
+        axis=(2, 4)), rtol=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        LayerSpec("pool", (8, 8, 32), 1)

@@ -1,10 +1,12 @@
 """Whole-model latency prediction from the table, and its validation against a measured run.
 
-prediction = overhead + sum over prunable layers of (one-layer time - overhead)
+prediction = overhead + sum over prunable and pooling layers of (one-layer time - overhead)
 
 where "overhead" is the measured invoke cost of a trivial model (so it is counted once, not once
-per layer). Layers the table does not model (pooling, activations, reshapes, ...) are assumed to
-cost nothing beyond that overhead; `validate` tells how good that assumption is for a model.
+per layer). Pooling layers are timed alone like the others (dense, no scheme): on a small CNN
+they cost as much as a heavily pruned layer. Layers the table does not model (activations,
+reshapes, ...) are assumed to cost nothing beyond that overhead; `validate` tells how good that
+assumption is for a model.
 """
 from npas_keras.latency.specs import LayerSpec, layer_kind, unwrap
 from npas_keras.latency.table import as_scheme
@@ -20,6 +22,16 @@ def model_layer_specs(model):
         if layer_kind(layer) is None:
             continue
         spec = LayerSpec.from_layer(layer)
+        if spec is not None:
+            out.append((layer.name, spec))
+    return out
+
+
+def model_pool_specs(model):
+    """[(layer name, LayerSpec)] for the pooling layers of `model` the table times."""
+    out = []
+    for layer in _flat_layers(model):
+        spec = LayerSpec.pool_from_layer(unwrap(layer))
         if spec is not None:
             out.append((layer.name, spec))
     return out
@@ -54,6 +66,8 @@ def predict(model, table, mapping=None, breakdown=False):
     parts = {}
     for name, spec in model_layer_specs(model):
         parts[name] = table.layer_cost(spec, _scheme_for(name, mapping))
+    for name, spec in model_pool_specs(model):
+        parts[name] = table.layer_cost(spec, None)
     total = overhead + sum(parts.values())
     return (total, parts) if breakdown else total
 

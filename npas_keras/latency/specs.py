@@ -10,16 +10,17 @@ import json
 import numpy as np
 
 KINDS = ("dense", "conv2d", "depthwise_conv2d")
+POOL_KINDS = ("max_pool2d", "avg_pool2d")  # not prunable, but not free either (see predictor)
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
     """One prunable layer, as the latency table sees it.
 
-    kind: 'dense', 'conv2d' or 'depthwise_conv2d'.
+    kind: 'dense', 'conv2d' or 'depthwise_conv2d' (prunable), or 'max_pool2d' / 'avg_pool2d'.
     input_shape: the layer's input shape without the batch dimension (batch is always 1).
-    units: Dense units, Conv2D filters, or the depthwise depth multiplier.
-    kernel_size, strides: (h, w) for convolutions; (1, 1) for dense.
+    units: Dense units, Conv2D filters, or the depthwise depth multiplier (1 for pooling).
+    kernel_size, strides: (h, w) for convolutions and pool sizes; (1, 1) for dense.
     padding: 'same' or 'valid'.
     """
 
@@ -31,8 +32,9 @@ class LayerSpec:
     padding: str = "same"
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"LayerSpec.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in KINDS + POOL_KINDS:
+            raise ValueError(f"LayerSpec.kind must be one of {KINDS + POOL_KINDS}, "
+                             f"got {self.kind!r}")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size))
         object.__setattr__(self, "strides", _pair(self.strides))
@@ -81,6 +83,19 @@ class LayerSpec:
 
     # -- from a real layer -------------------------------------------------------------------
     @classmethod
+    def pool_from_layer(cls, layer):
+        """The spec of a built channels-last MaxPooling2D / AveragePooling2D layer, or None."""
+        import tf_keras as keras
+
+        kind = ("max_pool2d" if isinstance(layer, keras.layers.MaxPooling2D) else
+                "avg_pool2d" if isinstance(layer, keras.layers.AveragePooling2D) else None)
+        shape = _input_shape(layer) if kind else None
+        if shape is None or len(shape) != 3 or layer.data_format != "channels_last":
+            return None
+        return cls(kind, tuple(shape), 1, tuple(layer.pool_size), tuple(layer.strides),
+                   layer.padding)
+
+    @classmethod
     def from_layer(cls, layer):
         """The spec of a built tf_keras Dense / Conv2D / DepthwiseConv2D layer, or None."""
         import tf_keras as keras
@@ -113,6 +128,10 @@ class LayerSpec:
         import tf_keras as keras
 
         inputs = keras.Input(shape=self.input_shape, batch_size=1)
+        if self.kind in POOL_KINDS:
+            pool = (keras.layers.MaxPooling2D if self.kind == "max_pool2d"
+                    else keras.layers.AveragePooling2D)
+            return keras.Model(inputs, pool(self.kernel_size, self.strides, self.padding)(inputs))
         if self.kind == "dense":
             layer = keras.layers.Dense(self.units)
         elif self.kind == "conv2d":
