@@ -51,10 +51,11 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         model = strip(model)
         check_model(model, "stripped model")
     schemes = getattr(model, "npas_schemes", None) or schemes or {}
+    grids = _int4_grids(model, bits) if bits else {}     # refuses off-grid layers up front
     tflite = _convert(model, representative_data, quantize)
     op_info = _match_layers(model, tflite, schemes)
     if bits:
-        _add_int4_grids(model, tflite, op_info, bits)
+        _attach_int4_grids(tflite, op_info, bits, grids)
     model_bytes, _ = fb.analyze_and_rewrite(tflite, op_info, npas=(format == "npas"),
                                             export_format=format)
     if path is None:
@@ -86,32 +87,40 @@ def _check_weight_bits(weight_bits, quantize):
     return out
 
 
-def _add_int4_grids(model, tflite, op_info, bits):
-    """Adds op_info[...]["int4"] = {"k", "scales", "bias"} for the ops of 4-bit layers, from
-    their Keras kernels (format.int4_grid); ValueError for a layer off the grid or not found."""
+def _int4_grids(model, bits):
+    """{layer: {"k", "scales", "bias"}} for the layers `bits` gives 4 bits, from their Keras
+    kernels (format.int4_grid); ValueError for an unknown layer or a kernel off the grid."""
     layers = {l.name: l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR}
-    wanted = {n for n, b in bits.items() if b == 4 and n != "*"}
     missing = sorted(set(bits) - set(layers) - {"*"})
     if missing:
         raise ValueError(f"weight_bits names layers the model does not have (or that have no "
                          f"Dense/Conv/DepthwiseConv kernel): {missing}")
-    found = set()
-    for info in op_info.values():
-        name = info["layer"]
+    grids = {}
+    for name, layer in layers.items():
         if bits.get(name, bits.get("*", 8)) != 4:
             continue
         try:
-            k, scales = fmt.int4_grid(_keras_gemm(layers[name]))
+            k, scales = fmt.int4_grid(_keras_gemm(layer))
         except ValueError as exc:
             raise ValueError(f"layer {name!r} cannot be exported with 4-bit weights: {exc}. "
                              "Put its kernel on a 4-bit grid first, e.g. "
                              f"npas_keras.quantization.apply_bits(model, {{{name!r}: 4}}), "
                              "or give it 8 bits") from None
-        bias = getattr(layers[name], "bias", None)
-        info["int4"] = {"k": k, "scales": scales,
-                        "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
-        found.add(name)
-    lost = sorted(wanted - found)
+        bias = getattr(layer, "bias", None)
+        grids[name] = {"k": k, "scales": scales,
+                       "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
+    return grids
+
+
+def _attach_int4_grids(tflite, op_info, bits, grids):
+    """op_info[op]["int4"] = the grid of the op's layer; ValueError when a 4-bit layer has no
+    op, or (weight_bits=4) a weight op has no layer whose grid could be checked."""
+    found = set()
+    for info in op_info.values():
+        if info["layer"] in grids:
+            info["int4"] = grids[info["layer"]]
+            found.add(info["layer"])
+    lost = sorted(set(grids) - found)
     if lost:
         raise ValueError(f"4-bit layers without a matching int8 op in the converted model: {lost}")
     if bits.get("*") == 4:
