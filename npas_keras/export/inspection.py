@@ -8,7 +8,7 @@ import numpy as np
 from npas_keras.export import flatbuffer as fb
 from npas_keras.export import format as fmt
 
-COLUMNS = ("op", "layer", "scheme", "block_shape", "density", "stored_bytes", "kind")
+COLUMNS = ("op", "layer", "scheme", "block_shape", "density", "bits", "stored_bytes", "kind")
 
 
 def inspect(path_or_bytes) -> list[dict]:
