@@ -58,7 +58,7 @@ struct RowBlockInt8View {
 typedef void (*RowBlockInt8Fn)(const RowBlockInt8View& v, const void* in,
                                const int32_t* pixel_base, int p0, int p1, int g0, int g1,
                                int8_t* out);
-constexpr int kInt8PixelTile = 8;  // pixels per micro-tile (runners split on multiples of it)
+constexpr int kInt8PixelTile = 8;  // runners split pixels on multiples of it (kernels take any range)
 constexpr int kWindowSpan = 64;    // elements of one gather window (one zmm of u8)
 constexpr int kWindowSlack = 64;   // readable elements past the input's end (window loads)
 
