@@ -377,3 +377,33 @@ def test_off_grid_layer_and_bad_arguments_are_refused(digits_models):
     all4 = apply_bits(m4, 4)
     rows = npas_keras.inspect(npas_keras.export(all4, None, format="npas", weight_bits=4, **exp))
     assert [r["bits"] for r in rows] == [4, 4, 4]
+
+
+def test_4bit_depthwise_and_conv_bit_exact_to_stock_reference():
+    """Depthwise (multiplier 2) and 1x1 conv at 4 bits: TFLite's reference conv kernels round
+    like ours, so here the npas 4-bit model through the delegate equals stock LiteRT on the
+    builtin 4-bit export exactly."""
+    pytest.importorskip("tensorflow")
+    import tf_keras as keras
+    import npas_keras
+    from npas_keras.quantization import apply_bits
+    from npas_keras.runtime import Interpreter, delegate_stats
+    rng = np.random.default_rng(3)
+    inp = keras.Input((7, 6, 5))
+    h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu",
+                                     name="dw")(inp)
+    out = keras.layers.Conv2D(7, 1, strides=2, name="pw")(h)
+    model = keras.Model(inp, out)
+    for layer in model.layers[1:]:
+        w, b = layer.get_weights()
+        layer.set_weights([w * (rng.random(w.shape) < 0.4), rng.normal(0, 0.1, b.shape)])
+    m4 = apply_bits(model, 4)
+    x = rng.random((30, 7, 6, 5)).astype(np.float32)
+    exp = dict(quantize="int8", representative_data=x, weight_bits=4)
+    std4 = npas_keras.export(m4, None, **exp)
+    npas4 = npas_keras.export(m4, None, format="npas", **exp)
+    assert [r["bits"] for r in npas_keras.inspect(npas4)] == [4, 4]
+    it = Interpreter(model_content=npas4)
+    got = _run(it, x[:10])
+    assert delegate_stats(it)["claimed"] == 2
+    np.testing.assert_array_equal(got, _run(_stock(std4), x[:10]))
