@@ -87,10 +87,11 @@ void ToU8Avx512(const int8_t* in, uint8_t* out, int64_t n) {
   }
 }
 
-// Depthwise (AVX-512F/BW, no VNNI needed): per pixel and group of 16 channels one zmm of int32
-// accumulators, per tap vpmovsxbd of 16 input bytes and vpmulld with the tap's int32 weights;
-// P = 4 pixels share each weight and requantization-constant load; a partial last group uses
-// masked loads and stores. Called only on AVX-512 CPUs (CpuIsa needs F/BW/DQ/VL).
+// Depthwise (AVX-512F/BW, no VNNI needed), 32 channels per group by tap pairs (DepthwiseInt8View):
+// per pixel and pair two 32-byte loads, vpunpck{l,h}bw into (tap 0, tap 1) byte pairs, vpmovsxbw
+// to int16 and vpmaddwd with the pair's int16 weights: 2 x 16 channel sums of two taps (exact) in
+// 8 instructions; P = 4 pixels share each weight load; masked loads and stores for a partial
+// group. Called only on AVX-512 CPUs (CpuIsa needs F/BW/DQ/VL).
 template <int P>
 static inline void DwTile(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb, int p,
                           int8_t* out) {
@@ -98,25 +99,43 @@ static inline void DwTile(const DepthwiseInt8View& v, const int8_t* in, const in
   const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
   const int8_t* x[P];
   for (int i = 0; i < P; ++i) x[i] = in + pb[p + i];
-  for (int g = 0; g < v.ngroups; ++g) {
-    const int nl = v.cout - g * 16 < 16 ? v.cout - g * 16 : 16;
-    const __mmask16 m = (__mmask16)((1u << nl) - 1);
-    __m512i acc[P];
-    const __m512i b = _mm512_loadu_si512(v.bias + g * 16);
-    for (int i = 0; i < P; ++i) acc[i] = b;
-    for (int j = v.tstart[g]; j < v.tstart[g + 1]; ++j) {
-      const __m512i w = _mm512_loadu_si512(v.w + 16 * j);
-      const int32_t o = v.toffs[j] + g * 16;
-      for (int i = 0; i < P; ++i)
-        acc[i] = _mm512_add_epi32(
-            acc[i], _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x[i] + o)), w));
+  for (int k = 0; k < v.ngroups32; ++k) {
+    const int nl = v.cout - k * 32 < 32 ? v.cout - k * 32 : 32;
+    const __mmask32 m = (__mmask32)(nl == 32 ? ~0u : (1u << nl) - 1);
+    __m512i a0[P], a1[P];  // halves 0 and 1 (int8_internal.h)
+    const __m512i b0 = _mm512_loadu_si512(v.pbias + 32 * k);
+    const __m512i b1 = _mm512_loadu_si512(v.pbias + 32 * k + 16);
+    for (int i = 0; i < P; ++i) {
+      a0[i] = b0;
+      a1[i] = b1;
     }
-    const __m512i mult = _mm512_loadu_si512(v.mult + g * 16);
-    const __m512i lsh = _mm512_loadu_si512(v.lshift + g * 16);
-    const __m512i rsh = _mm512_loadu_si512(v.rshift + g * 16);
-    for (int i = 0; i < P; ++i)
-      _mm_mask_storeu_epi8(out + (size_t)(p + i) * v.cout + g * 16, m,
-                           _mm512_cvtepi32_epi8(Requant(acc[i], mult, lsh, rsh, zp, lo, hi)));
+    for (int j = v.pstart[k]; j < v.pstart[k + 1]; ++j) {
+      const __m512i w0 = _mm512_loadu_si512(v.pw + 64 * j);
+      const __m512i w1 = _mm512_loadu_si512(v.pw + 64 * j + 32);
+      const int32_t o0 = v.poffs[2 * j] + 32 * k, o1 = v.poffs[2 * j + 1] + 32 * k;
+      for (int i = 0; i < P; ++i) {
+        const __m256i t0 = _mm256_maskz_loadu_epi8(m, x[i] + o0);
+        const __m256i t1 = _mm256_maskz_loadu_epi8(m, x[i] + o1);
+        const __m512i l = _mm512_cvtepi8_epi16(_mm256_unpacklo_epi8(t0, t1));
+        const __m512i h = _mm512_cvtepi8_epi16(_mm256_unpackhi_epi8(t0, t1));
+        a0[i] = _mm512_add_epi32(a0[i], _mm512_madd_epi16(l, w0));
+        a1[i] = _mm512_add_epi32(a1[i], _mm512_madd_epi16(h, w1));
+      }
+    }
+    const int32_t* pm = v.pmult + 32 * k;
+    const int32_t* pl = v.plsh + 32 * k;
+    const int32_t* pr = v.prsh + 32 * k;
+    const __m512i m0 = _mm512_loadu_si512(pm), m1 = _mm512_loadu_si512(pm + 16);
+    const __m512i l0 = _mm512_loadu_si512(pl), l1 = _mm512_loadu_si512(pl + 16);
+    const __m512i r0 = _mm512_loadu_si512(pr), r1 = _mm512_loadu_si512(pr + 16);
+    for (int i = 0; i < P; ++i) {
+      const __m128i q0 = _mm512_cvtepi32_epi8(Requant(a0[i], m0, l0, r0, zp, lo, hi));
+      const __m128i q1 = _mm512_cvtepi32_epi8(Requant(a1[i], m1, l1, r1, zp, lo, hi));
+      // q0 = channels 0-7, 16-23; q1 = 8-15, 24-31.
+      const __m256i bytes = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_unpacklo_epi64(q0, q1)), _mm_unpackhi_epi64(q0, q1), 1);
+      _mm256_mask_storeu_epi8(out + (size_t)(p + i) * v.cout + 32 * k, m, bytes);
+    }
   }
 }
 

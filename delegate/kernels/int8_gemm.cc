@@ -495,11 +495,61 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
     v_.act_min = d.act_min;
     v_.act_max = d.act_max;
     // depth_multiplier > 1 reads each input channel for several outputs: only Compute does that.
-    fn_ = dm_ == 1 ? internal::SelectDepthwiseInt8().fn : nullptr;
+    const internal::DepthwiseInt8Kernel k = internal::SelectDepthwiseInt8();
+    fn_ = dm_ == 1 ? k.fn : nullptr;
+    if (fn_ && k.isa == Isa::kAvx512) PackPairs(d, sparse);
+  }
+  // The AVX-512 tap-pair layout (int8_internal.h, DepthwiseInt8View).
+  void PackPairs(const DepthwiseInt8Desc& d, bool sparse) {
+    const int T = d.kh * d.kw, G32 = (cout_ + 31) / 32;
+    pstart_.assign(G32 + 1, 0);
+    for (auto* a : {&pbias_, &pmult_, &plsh_, &prsh_}) a->assign((size_t)G32 * 32, 0);
+    for (int k = 0; k < G32; ++k) {
+      std::vector<int> taps;
+      for (int t = 0; t < T; ++t) {
+        bool any = !sparse;
+        for (int c = k * 32; c < std::min(cout_, k * 32 + 32) && !any; ++c)
+          any = d.weights[(size_t)t * cout_ + c] != 0;
+        if (any) taps.push_back(t);
+      }
+      for (size_t j = 0; j < taps.size(); j += 2) {
+        const int t0 = taps[j];
+        const int t1 = j + 1 < taps.size() ? taps[j + 1] : -1;
+        poffs_.push_back(d.tap_offset[t0]);
+        poffs_.push_back(d.tap_offset[t1 >= 0 ? t1 : t0]);
+        for (int h = 0; h < 2; ++h)
+          for (int m = 0; m < 16; ++m) {
+            const int c = k * 32 + internal::PairLaneChannel(h, m);
+            const bool ok = c < cout_;
+            pw_.push_back(ok ? d.weights[(size_t)t0 * cout_ + c] : 0);
+            pw_.push_back(ok && t1 >= 0 ? d.weights[(size_t)t1 * cout_ + c] : 0);
+          }
+      }
+      pstart_[k + 1] = (int32_t)(poffs_.size() / 2);
+      for (int h = 0; h < 2; ++h)
+        for (int m = 0; m < 16; ++m) {
+          const int c = k * 32 + internal::PairLaneChannel(h, m);
+          if (c >= cout_) continue;
+          const size_t i = (size_t)k * 32 + 16 * h + m;
+          pbias_[i] = bias_[c];
+          pmult_[i] = mult_[c];
+          plsh_[i] = lsh_[c];
+          prsh_[i] = rsh_[c];
+        }
+    }
+    v_.ngroups32 = G32;
+    v_.pstart = pstart_.data();
+    v_.poffs = poffs_.data();
+    v_.pw = pw_.data();
+    v_.pbias = pbias_.data();
+    v_.pmult = pmult_.data();
+    v_.plsh = plsh_.data();
+    v_.prsh = prsh_.data();
   }
   StructureInfo structure() const override { return info_; }
   size_t packed_bytes() const override {
-    return w_.size() * 6 + toffs_.size() * 4 + tstart_.size() * 4 + bias_.size() * 16;
+    return w_.size() * 6 + toffs_.size() * 4 + tstart_.size() * 4 + bias_.size() * 16 +
+           pw_.size() * 2 + (poffs_.size() + pstart_.size()) * 4 + pbias_.size() * 16;
   }
   void Run(const int8_t* in, const int32_t* pb, int num_pixels, int8_t* out, ThreadPool* pool,
            int num_threads) const override {
@@ -548,7 +598,8 @@ class DepthwiseInt8Impl : public PackedDepthwiseInt8 {
   StructureInfo info_;
   int cout_ = 0, dm_ = 1, G_ = 0;
   std::vector<int32_t> tstart_, toffs_, w_, bias_, mult_, lsh_, rsh_;
-  std::vector<int16_t> w16_;
+  std::vector<int16_t> w16_, pw_;
+  std::vector<int32_t> pstart_, poffs_, pbias_, pmult_, plsh_, prsh_;
   int32_t out_zp_ = 0, act_min_ = -128, act_max_ = 127;
   internal::DepthwiseInt8View v_;
   internal::DepthwiseInt8Fn fn_ = nullptr;

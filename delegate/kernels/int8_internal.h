@@ -79,7 +79,19 @@ struct DepthwiseInt8View {
   const int32_t* lshift = nullptr;  // [ngroups * 16]
   const int32_t* rshift = nullptr;  // [ngroups * 16]
   int32_t out_zp = 0, act_min = -128, act_max = 127;
+  // AVX-512 only: 32-channel groups by tap pairs (vpmaddwd on interleaved int16 pairs). Pair j
+  // of group k (pstart[k] <= j < pstart[k+1]) reads taps poffs[2j], poffs[2j+1] (an odd last tap
+  // pairs with itself at zero weight); pw[64j + 32h + 2m + i] = weight of tap i for the channel
+  // in lane m of half h, lanes in the order vpunpck{l,h}bw leaves a 32-byte load in:
+  // half 0 = channels 0-7, 16-23, half 1 = 8-15, 24-31. pbias/pmult/plsh/prsh: [32k + 16h + m].
+  int ngroups32 = 0;
+  const int32_t* pstart = nullptr;
+  const int32_t* poffs = nullptr;
+  const int16_t* pw = nullptr;
+  const int32_t *pbias = nullptr, *pmult = nullptr, *plsh = nullptr, *prsh = nullptr;
 };
+// Channel (within a 32-group) of lane m of half h in the tap-pair layout above.
+inline int PairLaneChannel(int h, int m) { return (m < 8 ? m : m + 8) + 8 * h; }
 typedef void (*DepthwiseInt8Fn)(const DepthwiseInt8View& v, const int8_t* in, const int32_t* pb,
                                 int p0, int p1, int8_t* out);
 struct DepthwiseInt8Kernel {
