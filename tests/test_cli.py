@@ -363,7 +363,10 @@ def test_search_end_to_end_on_digits(tmp_path, capsys):
     if "search" not in [c.name for c in cli.available_commands()]:
         pytest.skip("npas_keras.tuner not present")
     out = tmp_path / "search"
+    # a budget the tiny digits CNN can meet (at 0.5 its invoke overhead and pooling leave no
+    # configuration measured within it, and the oracle rightly stops after one trial)
     r = run_npas("search", "--dataset", "digits", "--trials", "2", "--epochs", "1",
+                 "--budget-fraction", "0.8",
                  "--out", str(out), "--latency-table", str(tmp_path / "lat.json"), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     # progress per trial on stderr
@@ -371,7 +374,7 @@ def test_search_end_to_end_on_digits(tmp_path, capsys):
     result = json.loads((out / "search.json").read_text())
     assert result["kind"] == "npas-search" and result["dataset"] == "digits"
     assert result["dense_latency_ms"] > 0
-    assert result["budget_ms"] == pytest.approx(0.5 * result["dense_latency_ms"])
+    assert result["budget_ms"] == pytest.approx(0.8 * result["dense_latency_ms"])
     trials = result["trials"]
     assert len(trials) == 2
     for t in trials:
