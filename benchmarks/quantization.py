@@ -16,7 +16,10 @@ quote ratios, not absolute times.
 
     python benchmarks/quantization.py --out quant.json [--runs 30] [--threads 1] [--quick]
 
-`--suite models` (issue 6) is the whole-model benchmark on Fashion-MNIST: see models_suite.
+`--suite models` (issue 6) is the whole-model benchmark on Fashion-MNIST (CNN and GRU of
+benchmarks/accuracy.py: dense fp32, pruned fp32 8x, pruned int8, pruned mixed 8/4 bits; test
+accuracy, BOPs, file sizes, stock LiteRT vs npas latency): see models_suite and
+docs/quantization.md, "Benchmark". `--quick` runs it on scikit-learn digits as a smoke test.
 
     python benchmarks/quantization.py --suite models \
         --out benchmarks/results/quantization_models.json
@@ -348,9 +351,12 @@ def readings(cases):
 
 
 def models_suite(args, keep=None):
-    """Dense fp32 -> block_punched 8x (accuracy.py's schedule) -> pruning-preserving QAT int8,
-    and 8/4-bit mixed precision (select_bits + apply_bits, exported int8), per model; one row
-    each. `keep` (a dict) receives the Keras models per (kind, variant), for tests."""
+    """Dense fp32 -> block_punched 8x (accuracy.py's schedule) -> pruning-preserving QAT int8
+    (post-training int8 where tfmot refuses the model: GRU), and 8/4-bit mixed precision
+    (select_bits + apply_bits, exported with weight_bits: standard int8 file and 4-bit packed
+    npas file), per model; one row each (docs/quantization.md, "Benchmark"). A variant that
+    cannot be built or converted is a row with its stage and error. `keep` (a dict) receives
+    the Keras models per (kind, variant), for tests."""
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
