@@ -247,3 +247,37 @@ def test_npas_model_without_delegate_fails_clearly(npas_bytes):
     runtime = pytest.importorskip("npas_keras.runtime")
     with pytest.raises(ValueError, match="custom op"):
         runtime.Interpreter(model_content=npas_bytes, delegate=False)
+
+
+def test_weights_shared_by_several_ops_stay_builtin():
+    """One Dense applied twice (as an unrolled RNN reuses its kernel every step) is one weight
+    tensor read by two FC ops: the npas format must leave it builtin, not rewrite it for one op
+    and break the other."""
+    runtime = _delegate_or_skip()
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((64,)), keras.Input((64,))
+    shared = keras.layers.Dense(64, name="fc")
+    model = keras.Model([a, b], keras.layers.Add()([shared(a), shared(b)]))
+    model = apply_scheme(model, lambda layer: Scheme("unstructured", density=1 / 8)
+                         if isinstance(layer, keras.layers.Dense) else None)
+    m, _ = fb.load_model(npas_keras.export(model, None))
+    fc_inputs = [fb._ints(op.inputs)[1] for op in m.subgraphs[0].operators
+                 if fb.op_code(m, op) in fb.KIND_BY_BUILTIN]
+    if len(fc_inputs) < 2 or len(set(fc_inputs)) != 1:
+        pytest.skip(f"the converter did not share the weight tensor: {fc_inputs}")
+    npas = npas_keras.export(model, None, format="npas")
+    rows = inspect(npas)
+    assert rows and all(r["kind"] == "builtin" for r in rows)
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(2)]
+    out, _ = _run_inputs(runtime, npas, xs)       # the sum is symmetric: input order is free
+    np.testing.assert_allclose(out, model(xs).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _run_inputs(runtime, content, xs):
+    interp = runtime.Interpreter(model_content=content, num_threads=1)
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), xs):
+        interp.set_tensor(d["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).copy(), interp

@@ -391,6 +391,18 @@ def _buffer_uses(model):
     return uses
 
 
+def _tensor_consumers(model):
+    """{(subgraph, tensor index): number of ops that read it}. An unrolled RNN feeds one weight
+    tensor to every time step: rewriting it for one op would break the others."""
+    consumers = {}
+    for s, sg in enumerate(model.subgraphs):
+        for op in sg.operators or []:
+            for i in set(_ints(op.inputs)):
+                if i >= 0:
+                    consumers[(s, i)] = consumers.get((s, i), 0) + 1
+    return consumers
+
+
 def _custom_opcode_index(model, name):
     for i, code in enumerate(model.operatorCodes):
         cc = code.customCode
@@ -510,7 +522,7 @@ def _per_channel(scales, qdim):
     return q
 
 
-def requantize_int4(model, raw, uses, entry, weights, grid):
+def requantize_int4(model, raw, uses, consumers, entry, weights, grid):
     """Re-expresses an int8 weight op as 4-bit values: int8 weights k in [-8, 7] with per-channel
     scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales": [rows], "bias": float
     bias or None, "layer"} comes from the Keras kernel (format.int4_grid), so the real weights are
@@ -542,11 +554,15 @@ def requantize_int4(model, raw, uses, entry, weights, grid):
                          "refusing to store it in 4 bits")
     if uses.get(t.buffer, 0) != 1:
         raise ValueError(f"{where}: weight buffer shared with another tensor")
+    bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
+    for idx in (entry["weight_tensor"], bias_idx):
+        if idx >= 0 and consumers.get((entry["subgraph"], idx), 0) > 1:
+            raise ValueError(f"{where}: its weights or bias are shared by several ops (an "
+                             "unrolled RNN?); 4-bit storage of shared tensors is not supported")
     kh, kw = weights.shape[1:3] if weights.ndim == 4 else (1, 1)
     new = fmt.builtin_layout(kind, k, kh, kw).reshape(weights.shape).astype(np.int8)
     _set_buffer(model, uses, t, new)
     t.quantization = _per_channel(s4, 3 if kind == fmt.KIND_DW else 0)
-    bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
     if bias_idx >= 0:
         bt = sg.tensors[bias_idx]
         b32 = constant_array(model, raw, bt)
@@ -572,6 +588,7 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
     model, raw = load_model(data)
     op_info = op_info or {}
     uses = _buffer_uses(model)
+    consumers = _tensor_consumers(model)
     rows = []
     for entry in list(weight_ops(model, raw)):
         if entry["custom"] is not None:
@@ -582,7 +599,7 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         info = op_info.get((entry["subgraph"], entry["op_index"]), {})
         int4 = info.get("int4") is not None
         if int4:
-            weights = requantize_int4(model, raw, uses, entry, weights,
+            weights = requantize_int4(model, raw, uses, consumers, entry, weights,
                                       dict(info["int4"], layer=info.get("layer")))
         row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
                    custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
@@ -614,6 +631,8 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         reason = _eligible(model, raw, sg, entry, weights)
         if reason is None and uses.get(t.buffer, 0) != 1:
             reason = "weight buffer shared with another tensor"
+        if reason is None and consumers.get((entry["subgraph"], entry["weight_tensor"]), 0) > 1:
+            reason = "weight tensor shared by several ops"
         # a dense 4-bit layer still halves its bytes in the packed form
         if reason is None and row["density"] >= 1.0 and not int4:
             reason = "dense"
