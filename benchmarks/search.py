@@ -14,7 +14,10 @@ pruning rate over `trials` values. Each method reports its best trial within the
     python benchmarks/search.py --trials 2 --epochs 1 --seeds 0 --dataset digits --limit 800  # smoke
 
 With --final-epochs F each run's best feasible model is retrained from the dense model for
-epochs + F ("final" in its run; the dense "reference" then gets as many epochs).
+epochs + F ("final" in its run; the dense "reference" then gets as many epochs). With
+--final-from RESULTS.json (and --final-epochs F) no search runs: the best feasible trial of each
+run in that file (of --methods and --seeds) is retrained that way, its budget kept, and the
+output is that file with "final" added to those runs and the dense "reference" retrained.
 
 Writes JSON {"benchmark": "search", "machine", "command", "budget_ms", "dense": {accuracy and
 latency after pre-training; "reference": the dense model trained for the same epochs as the
@@ -237,6 +240,36 @@ def plot(out, path):
     return path
 
 
+def final_from(args, build, dense, data_, table, methods):
+    """--final-from: retrain the best feasible trial of each selected run of a results file."""
+    if args.final_epochs < 1:
+        raise SystemExit("--final-from needs --final-epochs >= 1")
+    with open(args.final_from) as f:
+        out = json.load(f)
+    seeds = {int(s) for s in args.seeds.split(",")}
+    epochs = out["epochs"] + args.final_epochs
+    ref = train_dense_reference(build, dense, *data_, [epochs], seed=0)
+    out["dense"]["reference"] = {"epochs": args.pretrain_epochs + epochs, "accuracy": ref[epochs]}
+    out["final_command"] = "python benchmarks/search.py " + " ".join(sys.argv[1:])
+    for run in out["runs"]:
+        if run["method"] not in methods or int(run["seed"]) not in seeds:
+            continue
+        budget = run.get("budget_ms", out["budget_ms"])
+        feasible = [p for p in run["points"] if p["feasible"]]
+        if not feasible:
+            continue
+        best = max(feasible, key=lambda p: p["accuracy"])
+        acc, ms = retrain_best(run["method"], best, build, dense, data_, epochs, table)
+        run["final"] = {"epochs": epochs, "accuracy": acc, "latency_ms": ms,
+                        "feasible": bool(ms <= budget)}
+        print(json.dumps({"method": run["method"], "seed": run["seed"], **run["final"]}),
+              file=sys.stderr, flush=True)
+        out["summary"] = summarize(out["runs"], list(out["summary"]))
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="fashion_mnist")
@@ -252,6 +285,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="inference threads")
     ap.add_argument("--budget-fraction", type=float, default=1 / 3)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--final-from", default=None, metavar="JSON",
+                    help="retrain the best runs of this results file (needs --final-epochs)")
     ap.add_argument("--cache", default=None, help="latency cache (default: the user cache)")
     ap.add_argument("--out", default="search.json")
     ap.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
@@ -287,6 +322,8 @@ def main(argv=None):
     budget = args.budget_fraction * dense_ms
     print(f"dense: acc {dense_acc:.4f}, {dense_ms:.4f} ms; budget {budget:.4f} ms",
           file=sys.stderr, flush=True)
+    if args.final_from:
+        return final_from(args, build, dense, (x, y, xt, yt), table, methods)
     ref = train_dense_reference(build, dense, x, y, xt, yt,
                                 sorted({args.epochs + args.final_epochs,
                                         args.trials * args.epochs}), seed=0)
