@@ -18,6 +18,9 @@ epochs + F ("final" in its run; the dense "reference" then gets as many epochs).
 --final-from RESULTS.json (and --final-epochs F) no search runs: the best feasible trial of each
 run in that file (of --methods and --seeds) is retrained that way, its budget kept, and the
 output is that file with "final" added to those runs and the dense "reference" retrained.
+`--merge A.json B.json ... --out M.json` joins results of one seed per process (run
+concurrently) into one file and plot: each run keeps its process's budget ("budget_ms"); the
+top-level budget and dense latency are their means.
 
 Writes JSON {"benchmark": "search", "machine", "command", "budget_ms", "dense": {accuracy and
 latency after pre-training; "reference": the dense model trained for the same epochs as the
@@ -270,6 +273,36 @@ def final_from(args, build, dense, data_, table, methods):
     return 0
 
 
+def merge(files, out_path, plot_path=None):
+    """--merge: one results file (and plot) from per-seed files of the same command."""
+    parts = []
+    for name in files:
+        with open(name) as f:
+            parts.append(json.load(f))
+    out = dict(parts[0])
+    out["runs"] = []
+    for p in parts:
+        for r in p["runs"]:
+            out["runs"].append({**r, "budget_ms": r.get("budget_ms", p["budget_ms"])})
+    out["seeds"] = ",".join(p["seeds"] for p in parts)
+    out["per_seed_process"] = [{"seeds": p["seeds"], "command": p["command"],
+                                "budget_ms": p["budget_ms"],
+                                "dense_latency_ms": p["dense"]["latency_ms"],
+                                "dense_reference": p["dense"]["reference"],
+                                "seconds": p.get("seconds")} for p in parts]
+    out["budget_ms"] = sum(p["budget_ms"] for p in parts) / len(parts)
+    out["dense"] = dict(out["dense"], latency_ms=sum(p["dense"]["latency_ms"] for p in parts)
+                        / len(parts))
+    methods = list(dict.fromkeys(r["method"] for r in out["runs"]))
+    out["summary"] = summarize(out["runs"], methods)
+    with open(out_path, "w") as f:
+        json.dump(out, f, indent=1)
+    png = plot(out, plot_path or os.path.splitext(out_path)[0] + ".png")
+    print(json.dumps(out["summary"], indent=1))
+    print(f"wrote {out_path} and {png}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="fashion_mnist")
@@ -290,7 +323,11 @@ def main(argv=None):
     ap.add_argument("--cache", default=None, help="latency cache (default: the user cache)")
     ap.add_argument("--out", default="search.json")
     ap.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="join per-seed results files into --out (no training)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out, args.plot)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or args.trials < 1 or args.epochs < 1:
