@@ -194,3 +194,31 @@ def test_reload_from_project_directory(tmp_path):
     assert b._rejected_count == a._rejected_count
     more = run_oracle(b, 3, tmp_path, "resume")
     assert len(b.trials) == 7 and all(synthetic_latency(v) <= 9.0 for v in more)
+
+
+def test_initial_values_first_and_measured_latency_calibrates_the_filter(tmp_path):
+    """initial_values come first (one predicted over the budget is skipped); once trials report
+    a measured latency twice the prediction, only candidates whose prediction x 2 fits are
+    proposed (the oracle's measured / predicted ratio; uncalibrated, up to 14 would pass)."""
+    over = {f"c{i}": 3 for i in range(N_CHOICES)}
+    over["scheme"] = "dense"                                          # predicted 21 > 14
+    first = {f"c{i}": TARGET[i] if i < 3 else 0 for i in range(N_CHOICES)}
+    first["scheme"] = "bcr"                                           # predicted 5
+    oracle = make_oracle(budget=14.0, seed=4, initial_values=[over, first])
+    oracle._set_project_dir(str(tmp_path), "calib")
+    oracle.verbose = 0
+    proposals = []
+    for i in range(6):
+        trial = oracle.create_trial(f"tuner{i}")
+        assert trial.status != trial_module.TrialStatus.STOPPED
+        values = dict(trial.hyperparameters.values)
+        proposals.append(values)
+        oracle.update_trial(trial.trial_id, {"score": synthetic_score(values),
+                                             "latency_ms": 2.0 * synthetic_latency(values)})
+        trial.status = trial_module.TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    assert {k: proposals[0][k] for k in first} == first
+    assert oracle.rejected_count >= 1
+    assert oracle.latency_ratio() == pytest.approx(2.0)
+    assert all(2.0 * synthetic_latency(v) <= 14.0 for v in proposals[1:])
+    assert json.loads(json.dumps(oracle.get_state()))["npas"]["seeded"] == 2
