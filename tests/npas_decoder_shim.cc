@@ -5,6 +5,26 @@
 
 #include "tflite_custom_ops/npas_custom_ops.h"
 
+namespace {
+// A 1-D tensor view of a caller's buffer (dim must outlive the view).
+npas::RawTensor Raw1D(const void* data, size_t bytes, int tflite_type, const int* dim) {
+  npas::RawTensor t;
+  t.data = data;
+  t.bytes = bytes;
+  t.tflite_type = tflite_type;
+  t.num_dims = 1;
+  t.dims = dim;
+  return t;
+}
+
+void CopyError(const std::string& error, char* err, size_t err_cap) {
+  if (err && err_cap) {
+    std::strncpy(err, error.c_str(), err_cap - 1);
+    err[err_cap - 1] = 0;
+  }
+}
+}  // namespace
+
 extern "C" {
 
 // Returns 1 on success; fills weights (capacity in floats), meta (16 ints) and err.
@@ -14,24 +34,12 @@ int npas_test_decode(const char* name, const void* opts, size_t opts_size, const
                      size_t values_bytes, int values_type, int values_dim, const void* index,
                      size_t index_bytes, int index_type, int index_dim, float* weights,
                      size_t capacity, int* meta, char* err, size_t err_cap) {
-  npas::RawTensor v, i;
-  v.data = values;
-  v.bytes = values_bytes;
-  v.tflite_type = values_type;
-  v.num_dims = 1;
-  v.dims = &values_dim;
-  i.data = index;
-  i.bytes = index_bytes;
-  i.tflite_type = index_type;
-  i.num_dims = 1;
-  i.dims = &index_dim;
+  npas::RawTensor v = Raw1D(values, values_bytes, values_type, &values_dim);
+  npas::RawTensor i = Raw1D(index, index_bytes, index_type, &index_dim);
   npas::DecodedLayer d;
   std::string error;
   bool ok = npas::DecodeNpasCustomOp(name, opts, opts_size, v, i, &d, &error);
-  if (err && err_cap) {
-    std::strncpy(err, error.c_str(), err_cap - 1);
-    err[err_cap - 1] = 0;
-  }
+  CopyError(error, err, err_cap);
   if (!ok) return 0;
   int m[13] = {int(d.kind), d.padding, d.activation, d.stride_h, d.stride_w, d.dilation_h,
                d.dilation_w, d.depth_multiplier, d.out_channels, d.kh, d.kw, d.in_channels,
@@ -51,29 +59,13 @@ int npas_test_decode_q(const char* name, const void* opts, size_t opts_size, con
                        size_t scales_bytes, int scales_type, int scales_dim, signed char* qweights,
                        size_t capacity, float* scales_out, size_t scales_cap, int* meta, char* err,
                        size_t err_cap) {
-  npas::RawTensor v, i, s;
-  v.data = values;
-  v.bytes = values_bytes;
-  v.tflite_type = values_type;
-  v.num_dims = 1;
-  v.dims = &values_dim;
-  i.data = index;
-  i.bytes = index_bytes;
-  i.tflite_type = index_type;
-  i.num_dims = 1;
-  i.dims = &index_dim;
-  s.data = scales;
-  s.bytes = scales_bytes;
-  s.tflite_type = scales_type;
-  s.num_dims = 1;
-  s.dims = &scales_dim;
+  npas::RawTensor v = Raw1D(values, values_bytes, values_type, &values_dim);
+  npas::RawTensor i = Raw1D(index, index_bytes, index_type, &index_dim);
+  npas::RawTensor s = Raw1D(scales, scales_bytes, scales_type, &scales_dim);
   npas::DecodedLayer d;
   std::string error;
   bool ok = npas::DecodeNpasCustomOp(name, opts, opts_size, v, i, &s, &d, &error);
-  if (err && err_cap) {
-    std::strncpy(err, error.c_str(), err_cap - 1);
-    err[err_cap - 1] = 0;
-  }
+  CopyError(error, err, err_cap);
   if (!ok) return 0;
   int m[14] = {int(d.kind), d.padding, d.activation, d.stride_h, d.stride_w, d.dilation_h,
                d.dilation_w, d.depth_multiplier, d.out_channels, d.kh, d.kw, d.in_channels,
