@@ -797,15 +797,11 @@ def _run_export(args) -> int:
     return 0
 
 
-INSPECT_COLUMNS = [("op", "op"), ("layer", "layer"), ("scheme", "scheme"),
-                   ("block_shape", "block"), ("density", "density"),
-                   ("stored_bytes", "stored bytes")]
-
-
-@subcommand("inspect", "list a .tflite model's prunable ops: scheme, block shape, density, bytes")
+@subcommand("inspect", "list a .tflite model's prunable ops: scheme, block shape, density, bits, bytes")
 def _inspect_args(p):
     """Reads a .tflite file and prints one row per weight-bearing op: its scheme (as recorded
-    by `npas export`, or guessed from the zeros), block shape, density and stored bytes."""
+    by `npas export`, or guessed from the zeros), block shape, density, weight bits and stored
+    bytes."""
     p.add_argument("model", type=_existing_file, help=".tflite file")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON ('-' = stdout)")
     return _run_inspect
@@ -820,16 +816,9 @@ def _run_inspect(args) -> int:
     if args.json == "-":
         print(json.dumps(rows, indent=2, default=_json_default))
         return 0
-    shown = [dict(r, density=(f"{r['density']:.4f}" if isinstance(r.get("density"), float)
-                              else r.get("density")),
-                  block_shape=("x".join(map(str, r["block_shape"]))
-                               if isinstance(r.get("block_shape"), (list, tuple))
-                               else r.get("block_shape")))
-             for r in rows]
-    print(format_table(shown, INSPECT_COLUMNS))
-    total = sum(r.get("stored_bytes") or 0 for r in rows)
-    print(f"{len(rows)} op(s), {total} stored weight bytes; file {os.path.getsize(args.model)} "
-          "bytes")
+    from npas_keras.export import format_inspect
+    print(format_inspect(rows))
+    print(f"file {os.path.getsize(args.model)} bytes")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2, default=_json_default)
