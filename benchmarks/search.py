@@ -18,9 +18,13 @@ epochs + F ("final" in its run; the dense "reference" then gets as many epochs).
 --final-from RESULTS.json (and --final-epochs F) no search runs: the best feasible trial of each
 run in that file (of --methods and --seeds) is retrained that way, its budget kept, and the
 output is that file with "final" added to those runs and the dense "reference" retrained.
-`--merge A.json B.json ... --out M.json` joins results of one seed per process (run
-concurrently) into one file and plot: each run keeps its process's budget ("budget_ms"); the
-top-level budget and dense latency are their means.
+`--merge A.json B.json ... --out M.json` joins results files of the same settings (per-seed
+processes, more seeds, --final-from outputs) into one file and plot: one run per method and seed
+(a --final-from output's "final" joins its run), each with its process's budget ("budget_ms");
+the top-level budget and dense latency are their means. --budget-ms fixes the budget in ms
+instead of --budget-fraction of the dense latency measured by each process (which moves with the
+load). The summary has mean, std and standard error per method, and "paired" the per-seed
+differences npas - each other method.
 
 Writes JSON {"benchmark": "search", "machine", "command", "budget_ms", "dense": {accuracy and
 latency after pre-training; "reference": the dense model trained for the same epochs as the
@@ -103,6 +107,18 @@ def mapping_fn(method, table):
     return lambda model, rate: map_schemes(model, rate, table)
 
 
+def mapping_to_json(mapping):
+    """{layer: Scheme | None} -> JSON ({layer: Scheme.to_json() | None})."""
+    return {k: None if v is None else v.to_json() for k, v in mapping.items()}
+
+
+def mapping_from_json(d):
+    """Inverse of `mapping_to_json`."""
+    from npas_keras.schemes import Scheme
+
+    return {k: None if v is None else Scheme.from_json(v) for k, v in d.items()}
+
+
 def run_sweep(method, build, dense, data_, args, table, budget):
     from keras_tuner import HyperParameters
 
@@ -111,10 +127,11 @@ def run_sweep(method, build, dense, data_, args, table, budget):
     shape_model = build(HyperParameters())
     points = []
     for rate in sweep_rates(args.trials):
-        acc, ms = fixed_mapping_trial(build(HyperParameters()), dense, fn(shape_model, rate),
+        mapping = fn(shape_model, rate)
+        acc, ms = fixed_mapping_trial(build(HyperParameters()), dense, mapping,
                                       x, y, xt, yt, args.epochs, table)
         points.append({"rate": rate, "accuracy": acc, "latency_ms": ms,
-                       "feasible": bool(ms <= budget)})
+                       "feasible": bool(ms <= budget), "mapping": mapping_to_json(mapping)})
         print(f"  {method} rate {rate}: acc {acc:.4f} {ms:.4f} ms", file=sys.stderr, flush=True)
     return points, 0
 
@@ -152,7 +169,11 @@ def run_tuner(method, build, dense, data_, args, table, budget, seed, work):
 
 def retrain_best(method, best, build, dense, data_, epochs, table):
     """The final model: the best feasible trial's architecture and mapping, fine-tuned again from
-    the dense model for `epochs` (the search's epochs per trial + --final-epochs)."""
+    the dense model for `epochs` (the search's epochs per trial + --final-epochs).
+    Returns (accuracy, latency ms, the mapping used as JSON). A sweep point's recorded mapping
+    is reused; points of older files have none, and the mapping is recomputed from the rate
+    with `table` (the rules' choice then follows this table, which may differ from the
+    search's)."""
     from keras_tuner import HyperParameters
 
     from npas_keras.tuner import NPASHyperModel
@@ -161,12 +182,14 @@ def retrain_best(method, best, build, dense, data_, epochs, table):
     hp.values = dict(best.get("values", {}))
     if method in ("uniform", "rules"):
         model = build(hp)
-        mapping = mapping_fn(method, table)(model, best["rate"])
+        mapping = (mapping_from_json(best["mapping"]) if "mapping" in best
+                   else mapping_fn(method, table)(model, best["rate"]))
     else:
         hypermodel = NPASHyperModel(build)
         model = hypermodel.build(hp)
         mapping = hypermodel.mapping(model, hp.values)
-    return fixed_mapping_trial(model, dense, mapping, *data_, epochs, table)
+    acc, ms = fixed_mapping_trial(model, dense, mapping, *data_, epochs, table)
+    return acc, ms, mapping_to_json(mapping)
 
 
 def train_dense_reference(build, dense, x, y, xt, yt, extra_epochs, seed):
@@ -193,11 +216,13 @@ def summarize(runs, methods):
     for method in methods:
         rs = [r for r in runs if r["method"] == method]
         scores = [r["best_score"] for r in rs]
+        complete = bool(scores) and all(s is not None for s in scores)
         summary[method] = {
-            "mean_best_score": (float(np.mean(scores)) if all(s is not None for s in scores)
-                                else None),
-            "std_best_score": (float(np.std(scores)) if all(s is not None for s in scores)
-                               else None),
+            "seeds": [r["seed"] for r in rs],
+            "mean_best_score": float(np.mean(scores)) if complete else None,
+            "std_best_score": float(np.std(scores)) if complete else None,
+            "sem_best_score": (float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
+                               if complete and len(scores) > 1 else None),
             "best_scores": scores,
             "best_latencies_ms": [r["best_latency_ms"] for r in rs],
             "mean_feasible_fraction": float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
@@ -208,6 +233,37 @@ def summarize(runs, methods):
             "final_latencies_ms": [r["final"]["latency_ms"] if "final" in r else None
                                    for r in rs]}
     return summary
+
+
+def paired(runs, a, b):
+    """Per-seed differences a - b of the best feasible accuracy (and of the final model's, where
+    both runs have one) over the seeds both methods ran: the paired comparison, which takes out
+    what a seed does to both (the same data order and fine-tuning noise)."""
+    import numpy as np
+
+    by = {(r["method"], int(r["seed"])): r for r in runs}
+    seeds = sorted(s for m, s in by if m == a and (b, s) in by)
+    out = {}
+    for key, get in (("best_score", lambda r: r["best_score"]),
+                     ("final_accuracy", lambda r: r.get("final", {}).get("accuracy"))):
+        pairs = [(s, get(by[a, s]), get(by[b, s])) for s in seeds]
+        pairs = [(s, x, y) for s, x, y in pairs if x is not None and y is not None]
+        if not pairs:
+            continue
+        d = np.array([x - y for _, x, y in pairs])
+        out[key] = {"seeds": [s for s, _, _ in pairs], "differences": d.tolist(),
+                    "mean": float(d.mean()),
+                    "sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+                    "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
+    return out
+
+
+def resummarize(out, methods):
+    """Sets out["summary"] and, when npas ran, out["paired"] (npas - each other method)."""
+    out["summary"] = summarize(out["runs"], methods)
+    if "npas" in methods:
+        out["paired"] = {f"npas-{m}": paired(out["runs"], "npas", m)
+                         for m in methods if m != "npas"}
 
 
 def plot(out, path):
@@ -243,8 +299,13 @@ def plot(out, path):
     return path
 
 
-def final_from(args, build, dense, data_, table, methods):
-    """--final-from: retrain the best feasible trial of each selected run of a results file."""
+def final_from(args, build, dense, dense_ms, data_, table, methods):
+    """--final-from: retrain the best feasible trial of each selected run of a results file.
+
+    Each final keeps its run's budget in ms ("feasible"); since this process may time on
+    another machine or under another load than the search did, it also records its latency as
+    a fraction of the dense latency measured here ("latency_fraction", "dense_latency_ms") and
+    whether that is within the file's budget fraction ("feasible_fraction")."""
     if args.final_epochs < 1:
         raise SystemExit("--final-from needs --final-epochs >= 1")
     with open(args.final_from) as f:
@@ -262,43 +323,94 @@ def final_from(args, build, dense, data_, table, methods):
         if not feasible:
             continue
         best = max(feasible, key=lambda p: p["accuracy"])
-        acc, ms = retrain_best(run["method"], best, build, dense, data_, epochs, table)
+        acc, ms, used = retrain_best(run["method"], best, build, dense, data_, epochs, table)
+        fraction = out["budget_ms"] / out["dense"]["latency_ms"]
         run["final"] = {"epochs": epochs, "accuracy": acc, "latency_ms": ms,
-                        "feasible": bool(ms <= budget)}
+                        "feasible": bool(ms <= budget), "dense_latency_ms": dense_ms,
+                        "latency_fraction": ms / dense_ms,
+                        "feasible_fraction": bool(ms / dense_ms <= fraction),
+                        "machine": table.machine, "mapping": used}
         print(json.dumps({"method": run["method"], "seed": run["seed"], **run["final"]}),
               file=sys.stderr, flush=True)
-        out["summary"] = summarize(out["runs"], list(out["summary"]))
+        resummarize(out, list(out["summary"]))
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
+    png = plot(out, args.plot or os.path.splitext(args.out)[0] + ".png")
+    print(f"wrote {args.out} and {png}", file=sys.stderr)
     return 0
 
 
+def merge_runs(parts):
+    """The runs of several results files, one per (method, seed). A run found in several files
+    (--final-from outputs carry every run of the file they retrained from) must be the same
+    search there (same best score and trials); its "final" is taken from the file that has one
+    (two different finals for one run are an error). Each run keeps its file's budget."""
+    merged, origin = {}, {}
+    for i, p in enumerate(parts):
+        for r in p["runs"]:
+            r = {**r, "budget_ms": r.get("budget_ms", p["budget_ms"])}
+            key = (r["method"], int(r["seed"]))
+            if key not in merged:
+                merged[key], origin[key] = r, i
+                continue
+            old = merged[key]
+            if (old["best_score"], old["trials"]) != (r["best_score"], r["trials"]):
+                raise SystemExit(f"--merge: {key[0]} seed {key[1]} differs between files "
+                                 f"{origin[key]} and {i} (best {old['best_score']} vs "
+                                 f"{r['best_score']}): not the same search")
+            if "final" in r:
+                if "final" in old and old["final"] != r["final"]:
+                    raise SystemExit(f"--merge: {key[0]} seed {key[1]} has a final model in "
+                                     f"two files; merge one of them")
+                merged[key] = {**old, "final": r["final"]}
+    return sorted(merged.values(), key=lambda r: (int(r["seed"]), r["method"]))
+
+
 def merge(files, out_path, plot_path=None):
-    """--merge: one results file (and plot) from per-seed files of the same command."""
+    """--merge: one results file (and plot) from several results files of the same benchmark
+    settings: per-seed processes, other seeds, or --final-from outputs (see `merge_runs`)."""
+    import numpy as np
+
     parts = []
     for name in files:
         with open(name) as f:
             parts.append(json.load(f))
+    keys = ("dataset", "trials", "epochs", "train_examples")
+    for name, p in zip(files[1:], parts[1:]):
+        diff = [k for k in keys if p.get(k) != parts[0].get(k)]
+        if diff:
+            raise SystemExit(f"--merge: {name} differs from {files[0]} in {diff}")
     out = dict(parts[0])
-    out["runs"] = []
-    for p in parts:
-        for r in p["runs"]:
-            out["runs"].append({**r, "budget_ms": r.get("budget_ms", p["budget_ms"])})
-    out["seeds"] = ",".join(p["seeds"] for p in parts)
-    out["per_seed_process"] = [{"seeds": p["seeds"], "command": p["command"],
-                                "budget_ms": p["budget_ms"],
+    out["runs"] = merge_runs(parts)
+    seeds = sorted({int(r["seed"]) for r in out["runs"]})
+    out["seeds"] = ",".join(str(s) for s in seeds)
+    out["per_seed_process"] = [{"file": os.path.basename(name), "seeds": p["seeds"],
+                                "command": p["command"], "final_command": p.get("final_command"),
+                                "machine": p.get("machine"), "budget_ms": p["budget_ms"],
                                 "dense_latency_ms": p["dense"]["latency_ms"],
                                 "dense_reference": p["dense"]["reference"],
-                                "seconds": p.get("seconds")} for p in parts]
-    out["budget_ms"] = sum(p["budget_ms"] for p in parts) / len(parts)
-    out["dense"] = dict(out["dense"], latency_ms=sum(p["dense"]["latency_ms"] for p in parts)
-                        / len(parts))
+                                "seconds": p.get("seconds")} for name, p in zip(files, parts)]
+    machines = sorted({p.get("machine") for p in parts if p.get("machine")})
+    if len(machines) > 1:
+        out["machine"] = machines
+        print(f"warning: the files were timed on {len(machines)} machines; latencies and "
+              "budgets in ms do not compare across them", file=sys.stderr)
+    out["budget_ms"] = float(np.mean([r["budget_ms"] for r in out["runs"]]))
+    out["dense"] = dict(out["dense"], latency_ms=float(np.mean([p["dense"]["latency_ms"]
+                                                                for p in parts])))
+    finals = [p for p in parts if any("final" in r for r in p["runs"])]
+    if finals:  # the dense model trained as long as the final models (all files must agree)
+        refs = {p["dense"]["reference"]["epochs"] for p in finals}
+        if len(refs) > 1:
+            raise SystemExit(f"--merge: final models trained for different epochs {sorted(refs)}")
+        out["dense"]["reference"] = finals[0]["dense"]["reference"]
+        out["final_command"] = [p["final_command"] for p in finals if p.get("final_command")]
     methods = list(dict.fromkeys(r["method"] for r in out["runs"]))
-    out["summary"] = summarize(out["runs"], methods)
+    resummarize(out, methods)
     with open(out_path, "w") as f:
         json.dump(out, f, indent=1)
     png = plot(out, plot_path or os.path.splitext(out_path)[0] + ".png")
-    print(json.dumps(out["summary"], indent=1))
+    print(json.dumps({"summary": out["summary"], "paired": out.get("paired")}, indent=1))
     print(f"wrote {out_path} and {png}", file=sys.stderr)
     return 0
 
@@ -317,6 +429,9 @@ def main(argv=None):
     ap.add_argument("--units", type=int, default=256, help="dense fc1 units")
     ap.add_argument("--threads", type=int, default=1, help="inference threads")
     ap.add_argument("--budget-fraction", type=float, default=1 / 3)
+    ap.add_argument("--budget-ms", type=float, default=None,
+                    help="fixed latency budget in ms (default: --budget-fraction of the dense "
+                         "latency measured in this process, which moves with the load)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--final-from", default=None, metavar="JSON",
                     help="retrain the best runs of this results file (needs --final-epochs)")
@@ -332,6 +447,8 @@ def main(argv=None):
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or args.trials < 1 or args.epochs < 1:
         ap.error(f"unknown methods {unknown}" if unknown else "--trials and --epochs must be >= 1")
+    if args.budget_ms is not None and args.budget_ms <= 0:
+        ap.error("--budget-ms must be > 0")
 
     import tensorflow as tf
 
@@ -356,11 +473,11 @@ def main(argv=None):
     dense.fit(x, y, epochs=args.pretrain_epochs, batch_size=64, verbose=0)
     dense_acc = float(dense.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"])
     dense_ms = float(table.measure_model(dense))
-    budget = args.budget_fraction * dense_ms
+    budget = args.budget_ms if args.budget_ms else args.budget_fraction * dense_ms
     print(f"dense: acc {dense_acc:.4f}, {dense_ms:.4f} ms; budget {budget:.4f} ms",
           file=sys.stderr, flush=True)
     if args.final_from:
-        return final_from(args, build, dense, (x, y, xt, yt), table, methods)
+        return final_from(args, build, dense, dense_ms, (x, y, xt, yt), table, methods)
     ref = train_dense_reference(build, dense, x, y, xt, yt,
                                 sorted({args.epochs + args.final_epochs,
                                         args.trials * args.epochs}), seed=0)
@@ -370,8 +487,9 @@ def main(argv=None):
            "date": time.strftime("%Y-%m-%d", time.gmtime()),
            "train_examples": len(x), "validation_examples": len(xt),
            "trials": args.trials, "epochs": args.epochs, "seeds": args.seeds,
-           "inference_threads": args.threads, "budget_fraction": args.budget_fraction,
-           "budget_ms": budget,
+           "inference_threads": args.threads,
+           "budget_fraction": budget / dense_ms if args.budget_ms else args.budget_fraction,
+           "budget_ms": budget, "budget_fixed": bool(args.budget_ms),
            "dense": {"filters": list(filters), "units": args.units,
                      "params": int(dense.count_params()), "accuracy": dense_acc,
                      "latency_ms": dense_ms, "pretrain_epochs": args.pretrain_epochs,
@@ -405,14 +523,15 @@ def main(argv=None):
                    "training_epochs": len(points) * args.epochs, "rejected": rejected,
                    "seconds": time.time() - t0, "points": points}
             if best and args.final_epochs:
-                acc, ms = retrain_best(method, best, build, dense, data_,
-                                       args.epochs + args.final_epochs, table)
+                acc, ms, used = retrain_best(method, best, build, dense, data_,
+                                             args.epochs + args.final_epochs, table)
                 run["final"] = {"epochs": args.epochs + args.final_epochs, "accuracy": acc,
-                                "latency_ms": ms, "feasible": bool(ms <= budget)}
+                                "latency_ms": ms, "feasible": bool(ms <= budget),
+                                "mapping": used}
             out["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "points"}), file=sys.stderr,
                   flush=True)
-            out["summary"] = summarize(out["runs"], methods)
+            resummarize(out, methods)
             out["seconds"] = time.time() - t_start
             with open(args.out, "w") as f:  # after every run, so a cut-off run keeps its data
                 json.dump(out, f, indent=1)

@@ -36,6 +36,20 @@ def test_rules_without_a_table():
         map_schemes(model(), 1.5)
 
 
+def test_rules_without_a_table_fit_a_small_classifier():
+    """A 10-unit classifier with enough weights to be pruned gets a block clipped to its 10
+    rows (16x16 would not fit), and the mapping prunes without error."""
+    import npas_keras
+
+    m = keras.Sequential([keras.Input((256,)), keras.layers.Dense(10, name="probs")])
+    mapping = map_schemes(m, 0.8)
+    assert mapping["probs"].name == "block_punched"
+    assert mapping["probs"].block_shape == (10, 16)
+    kernel = npas_keras.strip(npas_keras.prune(m, mapping), shrink=False).get_layer(
+        "probs").get_weights()[0]
+    assert abs(float(np.mean(kernel == 0)) - 0.8) < 0.05
+
+
 def test_rules_follow_the_measured_table(tmp_path):
     m = model()
     # sparse pays (fake latency = nonzero weights): the fastest candidate wins

@@ -57,7 +57,8 @@ def rule_scheme(spec, rate, table=None, min_params=2048, min_reduction=16, min_s
     if table is None:
         if spec.kind == "conv2d" and tuple(spec.kernel_size) == (3, 3):
             return candidates[0]  # pattern
-        return _scheme("block_punched", rate)
+        # the first block shape, clipped to the layer (a 10-unit classifier cannot take 16x16)
+        return next(c for c in candidates if c.name == "block_punched")
     dense_ms = table.layer_cost(spec, None)
     best, best_ms = None, float("inf")
     for scheme in candidates:
