@@ -83,7 +83,7 @@ def test_version(capsys):
     (["bogus"], "invalid choice"),
     (["demo", "--rate", "2"], "outside [0, 1)"),
     (["demo", "--rate", "abc"], "not a number"),
-    (["demo", "--threads", "0"], "at least 1"),
+    (["demo", "--threads", "0"], "1 or more"),
     (["demo", "--epochs", "-1"], "0 or more"),
     (["demo", "--dataset", "cifar"], "unknown dataset"),
     (["demo", "--no-such-option"], "unrecognized arguments"),

@@ -55,7 +55,7 @@ def export(model, path=None, format="standard", representative_data=None, quanti
     tflite = _convert(model, representative_data, quantize)
     op_info = _match_layers(model, tflite, schemes)
     if bits:
-        _attach_int4_grids(tflite, op_info, bits, grids)
+        _attach_int4_grids(tflite, op_info, bits, grids, schemes)
     model_bytes, _ = fb.analyze_and_rewrite(tflite, op_info, npas=(format == "npas"),
                                             export_format=format)
     if path is None:
@@ -87,39 +87,86 @@ def _check_weight_bits(weight_bits, quantize):
     return out
 
 
+def _rnn_cell(layer):
+    """The cell of a GRU / LSTM / SimpleRNN layer (its `kernel` and `recurrent_kernel`), else
+    None."""
+    cell = getattr(layer, "cell", None)
+    if cell is not None and hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel"):
+        return cell
+    return None
+
+
 def _int4_grids(model, bits):
     """{layer: {"k", "scales", "bias"}} for the layers `bits` gives 4 bits, from their Keras
-    kernels (format.int4_grid); ValueError for an unknown layer or a kernel off the grid."""
+    kernels (format.int4_grid); a recurrent layer gets {"rnn": [grid of kernel.T, grid of
+    recurrent_kernel.T]} (each with "weight"), matched to its FULLY_CONNECTED ops by value
+    after conversion. ValueError for an unknown layer or a kernel off the grid."""
     layers = {l.name: l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR}
-    missing = sorted(set(bits) - set(layers) - {"*"})
+    rnns = {l.name: l for l in _iter_layers(model) if _rnn_cell(l) is not None}
+    missing = sorted(set(bits) - set(layers) - set(rnns) - {"*"})
     if missing:
         raise ValueError(f"weight_bits names layers the model does not have (or that have no "
-                         f"Dense/Conv/DepthwiseConv kernel): {missing}")
+                         f"Dense/Conv/DepthwiseConv kernel or recurrent cell): {missing}")
+
+    def grid(name, matrix, what=""):
+        try:
+            return fmt.int4_grid(matrix)
+        except ValueError as exc:
+            raise ValueError(f"layer {name!r}{what} cannot be exported with 4-bit weights: "
+                             f"{exc}. Put its kernel on a 4-bit grid first, e.g. "
+                             f"npas_keras.quantization.apply_bits(model, {{{name!r}: 4}}), "
+                             "or give it 8 bits") from None
+
     grids = {}
     for name, layer in layers.items():
         if bits.get(name, bits.get("*", 8)) != 4:
             continue
-        try:
-            k, scales = fmt.int4_grid(_keras_gemm(layer))
-        except ValueError as exc:
-            raise ValueError(f"layer {name!r} cannot be exported with 4-bit weights: {exc}. "
-                             "Put its kernel on a 4-bit grid first, e.g. "
-                             f"npas_keras.quantization.apply_bits(model, {{{name!r}: 4}}), "
-                             "or give it 8 bits") from None
+        k, scales = grid(name, _keras_gemm(layer))
         bias = getattr(layer, "bias", None)
         grids[name] = {"k": k, "scales": scales,
                        "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
+    for name, layer in rnns.items():
+        if bits.get(name, bits.get("*", 8)) != 4:
+            continue
+        cell, cands = _rnn_cell(layer), []
+        for attr in ("kernel", "recurrent_kernel"):
+            k, scales = grid(name, np.asarray(getattr(cell, attr).numpy(), np.float32).T,
+                             f" ({attr})")
+            # bias None: the converter splits and folds RNN biases per op; each op's own int32
+            # bias (with its scale) is requantized instead
+            cands.append({"k": k, "scales": scales, "bias": None, "weight": attr})
+        grids[name] = {"rnn": cands}
     return grids
 
 
-def _attach_int4_grids(tflite, op_info, bits, grids):
+def _attach_int4_grids(tflite, op_info, bits, grids, schemes=None):
     """op_info[op]["int4"] = the grid of the op's layer; ValueError when a 4-bit layer has no
-    op, or (weight_bits=4) a weight op has no layer whose grid could be checked."""
+    op, or (weight_bits=4) a weight op has no layer whose grid could be checked. A recurrent
+    layer's grids are matched to the unmatched FULLY_CONNECTED ops whose int8 weights are the
+    int8 quantization of that grid (flatbuffer.int4_mismatch): an unrolled GRU has one such op
+    per time step, all reading one weight tensor."""
     found = set()
     for info in op_info.values():
         if info["layer"] in grids:
             info["int4"] = grids[info["layer"]]
             found.add(info["layer"])
+    rnn = [(name, g) for name, gg in grids.items() if "rnn" in gg for g in gg["rnn"]]
+    if rnn:
+        tm, raw = fb.load_model(tflite)
+        for entry in fb.weight_ops(tm, raw):
+            key = (entry["subgraph"], entry["op_index"])
+            if key in op_info or entry["kind"] != fmt.KIND_FC or entry["custom"] is not None:
+                continue
+            weights = fb.constant_array(tm, raw, entry["tensor"])
+            hits = [(name, g) for name, g in rnn
+                    if fb.int4_mismatch(entry, weights, g["k"], g["scales"]) is None]
+            if len(hits) != 1:
+                continue
+            name, g = hits[0]
+            scheme = _scheme_for(schemes or {}, name, g["weight"])
+            op_info[key] = {"layer": name, "weight": g["weight"], "scheme": scheme,
+                            "int4": {k: g[k] for k in ("k", "scales", "bias")}}
+            found.add(name)
     lost = sorted(set(grids) - found)
     if lost:
         raise ValueError(f"4-bit layers without a matching int8 op in the converted model: {lost}")
@@ -209,6 +256,19 @@ def _keras_gemm(layer):
 
 
 def _scheme_for(schemes, layer_name, weight_name):
+    """The scheme recorded for one layer's weight, as JSON data (dict), or None."""
+    scheme = _scheme_entry(schemes, layer_name, weight_name)
+    if scheme is not None and hasattr(scheme, "to_json"):
+        scheme = scheme.to_json()
+    if isinstance(scheme, str):
+        try:
+            scheme = json.loads(scheme)
+        except ValueError:
+            pass
+    return scheme
+
+
+def _scheme_entry(schemes, layer_name, weight_name):
     entry = schemes.get(layer_name) if isinstance(schemes, dict) else None
     if entry is None:
         return None
@@ -260,13 +320,6 @@ def _match_layers(model, tflite, schemes):
             continue
         weight = _WEIGHT_ATTR[type(names[chosen]).__name__]
         scheme = _scheme_for(schemes, chosen, weight)
-        if scheme is not None and hasattr(scheme, "to_json"):
-            scheme = scheme.to_json()
-        if isinstance(scheme, str):
-            try:
-                scheme = json.loads(scheme)
-            except ValueError:
-                pass
         out[(entry["subgraph"], entry["op_index"])] = {"layer": chosen, "weight": weight,
                                                        "scheme": scheme}
     return out
