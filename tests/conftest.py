@@ -12,3 +12,13 @@ import pytest  # noqa: E402
 def _seed():
     np.random.seed(0)
     yield
+
+
+def delegate_built() -> bool:
+    """Whether the delegate library is built (tests that need it skip otherwise)."""
+    try:
+        from npas_keras.runtime import delegate_path
+        delegate_path()
+        return True
+    except Exception:  # noqa: BLE001
+        return False

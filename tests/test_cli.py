@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from conftest import delegate_built
 from npas_keras import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,15 +29,6 @@ def npas_cmd():
 def run_npas(*args, timeout=600):
     return subprocess.run(npas_cmd() + list(args), capture_output=True, text=True, env=ENV,
                           timeout=timeout, cwd=ROOT)
-
-
-def delegate_built() -> bool:
-    try:
-        from npas_keras.runtime import delegate_path
-        delegate_path()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def call(capsys, *argv):

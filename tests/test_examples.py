@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from conftest import delegate_built
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", NPAS_PROGRESS="0",
            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -22,15 +24,6 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", NPAS_PROGRESS="0",
 DOC_FILES = ["README.md"] + sorted(os.path.relpath(p, ROOT)
                                    for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 FENCE = re.compile(r"^```python([^\n`]*)\n(.*?)^```", re.S | re.M)
-
-
-def delegate_built() -> bool:
-    try:
-        from npas_keras.runtime import delegate_path
-        delegate_path()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def python_blocks(text):
