@@ -17,7 +17,8 @@ quote ratios, not absolute times.
     python benchmarks/quantization.py --out quant.json [--runs 30] [--threads 1] [--quick]
 
 `--suite models` (issue 6) is the whole-model benchmark on Fashion-MNIST (CNN and GRU of
-benchmarks/accuracy.py: dense fp32, pruned fp32 8x, pruned int8, pruned mixed 8/4 bits; test
+benchmarks/accuracy.py: dense fp32, pruned fp32 8x, pruned int8, pruned mixed 8/4 bits; the GRU
+also at the other `--gru-compressions`, default 8 4 2, variants suffixed _4x / _2x; test
 accuracy, BOPs, file sizes, stock LiteRT vs npas latency): see models_suite and
 docs/quantization.md, "Benchmark". `--quick` runs it on scikit-learn digits as a smoke test.
 
@@ -289,15 +290,122 @@ def export_int8_isolated(model, representative_data, path, timeout_s=1200, **exp
     return what + ":\n" + "\n".join(lines[-25:])[-3000:]
 
 
-def _unsimulated(before, after, bits):
-    """Layers given < 8 bits whose weights apply_bits left unchanged (it fake-quantizes Dense /
-    Conv / DepthwiseConv kernels only, not GRU/LSTM cells)."""
-    out = []
-    for name, b in bits.items():
-        if b < 8 and all(np.array_equal(u, v) for u, v in zip(
-                before.get_layer(name).get_weights(), after.get_layer(name).get_weights())):
-            out.append(name)
-    return out
+def compressions(args, kind):
+    """Compressions of the pruned rows of `kind`: --gru-compressions for the GRU (the first one
+    gets the plain variant names), COMPRESSION (8x) otherwise."""
+    return list(args.gru_compressions) if kind == "gru" else [COMPRESSION]
+
+
+def pruned_rows(kind, comp, first, runner, a, accuracy, x_rep, path, bops_dense, cases, keep,
+                args, common):
+    """Pruned fp32, int8 and mixed rows of one model at one compression, appended to `cases`.
+    Variant names carry a suffix (`pruned_int8_2x`) unless `comp` is COMPRESSION."""
+    import npas_keras
+    from npas_keras import quantization as q
+    sfx = "" if comp == COMPRESSION else f"_{comp}x"
+    t0 = time.time()
+    smap = accuracy.scheme_map(runner.build(kind), kind, SCHEME, comp)
+    pruned, _ = runner.run_schedule(kind, smap, 1.0 - 1.0 / comp)
+    density, leaked = accuracy.measured_density(pruned)
+    stripped = npas_keras.strip(pruned, verbose=False)
+    runner.compile(stripped, a.finetune_lr)
+    prune_seconds = round(time.time() - t0, 1)
+    extra = dict(compression=comp, prune_epochs=a.finetune_epochs,
+                 prune_seconds=prune_seconds)
+    if keep is not None:
+        keep[(kind, "pruned_fp32" + sfx)] = stripped
+    cases.append(measure_row(
+        kind, "pruned_fp32" + sfx, npas_keras.export(batch_one(stripped),
+                                                     path("pruned_fp32" + sfx)),
+        density=density, weight_bits=32, bops_dense=bops_dense,
+        bops_total=q.bops(stripped, bits=(32, 32))["total"],
+        keras_accuracy=runner.evaluate(stripped), nonzeros_at_masked_positions=leaked,
+        **extra, **common))
+
+    # pruning-preserving QAT -> full-integer int8. Where tfmot cannot annotate a layer (it
+    # has no quantize config for GRU), the stripped model is quantized post-training
+    # instead (same symmetric per-channel int8 weights, zeros exact, no QAT fine-tuning).
+    t0, qat, method = time.time(), None, f"PQAT (tfmot prune-preserving), {args.qat_epochs} epoch(s)"
+    try:
+        try:
+            qat = q.prune_preserving_qat(stripped)
+        except RuntimeError as e:
+            if "is not supported" not in str(e):
+                raise
+            method = ("post-training full-integer int8, no QAT: tfmot PQAT refused the model "
+                      f"({str(e).splitlines()[0][:200]})")
+        if qat is not None:
+            runner.compile(qat, args.qat_lr)
+            runner.fit(qat, args.qat_epochs)
+        int8_src = qat if qat is not None else stripped
+        if first and any(isinstance(l, runner.keras.layers.RNN) for l in int8_src.layers):
+            # the RNN as a WHILE loop (not unrolled): recorded, failed or not
+            loop_error = export_int8_isolated(batch_one(int8_src, unroll=False), x_rep,
+                                              path("pruned_int8_loop"))
+            cases.append(failed(kind, "pruned_int8_loop", "export int8 (TFLite converter)",
+                                loop_error, int8_method=method) if loop_error else
+                         {"name": f"{kind}_pruned_int8_loop", "model": kind,
+                          "variant": "pruned_int8_loop", "converted": True,
+                          "file_bytes": os.path.getsize(path("pruned_int8_loop"))})
+        stage, error = "export int8 (TFLite converter)", export_int8_isolated(
+            batch_one(int8_src), x_rep, path("pruned_int8" + sfx))
+        if not error:
+            stage, error = "export int8, npas format", export_int8_isolated(
+                batch_one(int8_src), x_rep, path("pruned_int8_npas" + sfx), format="npas")
+    except Exception as e:  # noqa: BLE001 - recorded in the JSON, the suite goes on
+        stage, error = "prune_preserving_qat", f"{type(e).__name__}: {e}"[:3000]
+    if error:
+        cases.append(failed(kind, "pruned_int8" + sfx, stage, error, int8_method=method,
+                            compression=comp))
+    else:
+        if keep is not None:
+            keep[(kind, "pruned_int8" + sfx)] = int8_src
+        cases.append(measure_row(
+            kind, "pruned_int8" + sfx, path("pruned_int8" + sfx), density=density,
+            weight_bits=8, bops_total=q.bops(stripped, bits=8)["total"], bops_dense=bops_dense,
+            keras_accuracy=runner.evaluate(int8_src), int8_method=method,
+            npas_path=path("pruned_int8_npas" + sfx),
+            qat_seconds=round(time.time() - t0, 1),
+            int8_weight_zeros=[{k: r[k] for k in ("op", "size", "zeros")}
+                               for r in q.int8_weight_zeros(
+                                   open(path("pruned_int8" + sfx), "rb").read())],
+            **extra, **common))
+
+    # mixed precision: per-layer 8/4-bit weights (post-training, apply_bits puts the 4-bit
+    # layers on their grid, recurrent cells included), exported with weight_bits: standard int8
+    # file (4-bit layers stored exactly as int8 k with scale s) and npas format (4-bit packed)
+    choice = q.select_bits(stripped, budget=args.mixed_budget)
+    stage, error, mixed = "apply_bits", None, None
+    try:
+        mixed = q.apply_bits(stripped, choice["bits"])
+    except ValueError as e:
+        error = str(e)
+    if not error:
+        stage, error = "export int8 (TFLite converter)", export_int8_isolated(
+            batch_one(mixed), x_rep, path("pruned_mixed" + sfx), weight_bits=choice["bits"])
+    if not error:
+        stage, error = "export int8 + 4-bit, npas format", export_int8_isolated(
+            batch_one(mixed), x_rep, path("pruned_mixed_npas" + sfx), format="npas",
+            weight_bits=choice["bits"])
+        npas_path = None if error else path("pruned_mixed_npas" + sfx)
+        if error:   # the standard file is measured; the npas one's failure goes in the row
+            extra["npas_format"] = {"error": error[:2000]}
+            error = None
+    if mixed is not None:
+        runner.compile(mixed, a.finetune_lr)
+    if error:
+        cases.append(failed(kind, "pruned_mixed" + sfx, stage, error,
+                            weight_bits=choice["bits"], compression=comp,
+                            keras_accuracy=None if mixed is None else round(
+                                runner.evaluate(mixed), 6)))
+    else:
+        if keep is not None:
+            keep[(kind, "pruned_mixed" + sfx)] = mixed
+        cases.append(measure_row(
+            kind, "pruned_mixed" + sfx, path("pruned_mixed" + sfx), density=density,
+            weight_bits=choice["bits"], bops_total=choice["bops"], bops_dense=bops_dense,
+            keras_accuracy=runner.evaluate(mixed), mixed_bops_ratio=round(choice["ratio"], 4),
+            npas_path=npas_path, **extra, **common))
 
 
 def failed(kind, variant, stage, error, **extra):
@@ -308,50 +416,68 @@ def failed(kind, variant, stage, error, **extra):
 
 
 def readings(cases):
-    """The issue 6 targets per model, read off the rows (None where a row is missing). Speed
-    targets are judged on our sparse kernels (the delegate forced to claim, "forced"); the
-    delegate's own choice ("auto", it may leave layers to the runtime) is listed beside."""
+    """The issue 6 targets per model and compression (key "gru" for the 8x rows, "gru 2x" for
+    the rows with suffix _2x; None where a row is missing), and per model whether any
+    compression meets the BOPs target. Speed targets are judged on our sparse kernels (the
+    delegate forced to claim, "forced"); the delegate's own choice ("auto", it may leave layers
+    to the runtime) is listed beside."""
     out = {}
     for kind in sorted({c["model"] for c in cases}):
-        rows = {c["variant"]: c for c in cases if c["model"] == kind and "error" not in c}
-        dense, p32, p8, mixed = (rows.get(v) for v in ("dense_fp32", "pruned_fp32",
-                                                      "pruned_int8", "pruned_mixed"))
-        r = {}
-        if p32 and p8 and "tflite_accuracy" in p8:
-            f32, f8 = p32["forced_row_block"], p8["forced_row_block"]
-            r["int8_npas_vs_fp32_npas_forced"] = round(f32["npas_ms"] / f8["npas_ms"], 3)
-            r["int8_npas_vs_fp32_npas_auto"] = round(p32["npas_ms"] / p8["npas_ms"], 3)
-            r["int8_npas_vs_stock_int8_forced"] = round(f8["speedup"], 3)
-            r["int8_npas_vs_stock_int8_auto"] = round(p8["speedup"], 3)
-            if "speedup" in p8.get("npas_format", {}):
-                r["int8_npas_format_vs_stock_int8"] = round(p8["npas_format"]["speedup"], 3)
-            r["int8_accuracy_minus_fp32_pruned"] = round(
-                p8["tflite_accuracy"] - p32["tflite_accuracy"], 6)
-        for name, row in (("int8", p8), ("mixed", mixed)):
-            if dense and row and "tflite_accuracy" in row:
-                r[f"{name}_bops_reduction"] = row["bops_reduction_vs_dense_fp32"]
-                r[f"{name}_accuracy_minus_dense_fp32"] = round(
-                    row["tflite_accuracy"] - dense["tflite_accuracy"], 6)
+        mine = [c for c in cases if c["model"] == kind]
+        dense = next((c for c in mine if c["variant"] == "dense_fp32" and "error" not in c),
+                     None)
+        sfxs = sorted({c["variant"][len("pruned_fp32"):] for c in mine
+                       if c["variant"].startswith("pruned_fp32")}, key=lambda x: (x != "", x))
+        any_bops = []
+        for sfx in sfxs:
+            rows = {c["variant"][:len(c["variant"]) - len(sfx)] if sfx else c["variant"]: c
+                    for c in mine if "error" not in c and c["variant"].endswith(sfx)
+                    and (sfx or not c["variant"][-1] == "x")}
+            p32, p8, mixed = (rows.get(v) for v in ("pruned_fp32", "pruned_int8",
+                                                    "pruned_mixed"))
+            r = {"compression": (p32 or {}).get("compression", COMPRESSION)}
+            if p32 and p8 and "tflite_accuracy" in p8:
+                f32, f8 = p32["forced_row_block"], p8["forced_row_block"]
+                r["int8_npas_vs_fp32_npas_forced"] = round(f32["npas_ms"] / f8["npas_ms"], 3)
+                r["int8_npas_vs_fp32_npas_auto"] = round(p32["npas_ms"] / p8["npas_ms"], 3)
+                r["int8_npas_vs_stock_int8_forced"] = round(f8["speedup"], 3)
+                r["int8_npas_vs_stock_int8_auto"] = round(p8["speedup"], 3)
+                if "speedup" in p8.get("npas_format", {}):
+                    r["int8_npas_format_vs_stock_int8"] = round(p8["npas_format"]["speedup"], 3)
+                r["int8_accuracy_minus_fp32_pruned"] = round(
+                    p8["tflite_accuracy"] - p32["tflite_accuracy"], 6)
+            for name, row in (("fp32_pruned", p32), ("int8", p8), ("mixed", mixed)):
+                if dense and row and "tflite_accuracy" in row:
+                    r[f"{name}_bops_reduction"] = row["bops_reduction_vs_dense_fp32"]
+                    r[f"{name}_accuracy_minus_dense_fp32"] = round(
+                        row["tflite_accuracy"] - dense["tflite_accuracy"], 6)
 
-        def met(key, ok):
-            return None if key not in r else bool(ok(r[key]))
-        bops_ok = [r[f"{n}_bops_reduction"] >= 30 and r[f"{n}_accuracy_minus_dense_fp32"] >= -0.01
-                   for n in ("int8", "mixed") if f"{n}_bops_reduction" in r]
-        r["targets"] = {
-            "int8 sparse >= 1.5x our fp32 sparse (forced)":
-                met("int8_npas_vs_fp32_npas_forced", lambda v: v >= 1.5),
-            "int8 sparse >= 4x stock int8 XNNPACK (forced)":
-                met("int8_npas_vs_stock_int8_forced", lambda v: v >= 4),
-            "int8 accuracy within 0.5 points of fp32 pruned":
-                met("int8_accuracy_minus_fp32_pruned", lambda v: v >= -0.005),
-            "BOPs reduction >= 30x at <= 1 point loss vs dense fp32":
-                any(bops_ok) if bops_ok else None}
-        out[kind] = r
+            def met(key, ok):
+                return None if key not in r else bool(ok(r[key]))
+            bops_ok = [r[f"{n}_bops_reduction"] >= 30
+                       and r[f"{n}_accuracy_minus_dense_fp32"] >= -0.01
+                       for n in ("int8", "mixed") if f"{n}_bops_reduction" in r]
+            any_bops += bops_ok
+            r["targets"] = {
+                "int8 sparse >= 1.5x our fp32 sparse (forced)":
+                    met("int8_npas_vs_fp32_npas_forced", lambda v: v >= 1.5),
+                "int8 sparse >= 4x stock int8 XNNPACK (forced)":
+                    met("int8_npas_vs_stock_int8_forced", lambda v: v >= 4),
+                "int8 accuracy within 0.5 points of fp32 pruned":
+                    met("int8_accuracy_minus_fp32_pruned", lambda v: v >= -0.005),
+                "BOPs reduction >= 30x at <= 1 point loss vs dense fp32":
+                    any(bops_ok) if bops_ok else None}
+            out[kind + (f" {sfx[1:]}" if sfx else "")] = r
+        if len(sfxs) > 1:
+            out[kind + " (any compression)"] = {
+                "BOPs reduction >= 30x at <= 1 point loss vs dense fp32":
+                    any(any_bops) if any_bops else None}
     return out
 
 
 def models_suite(args, keep=None):
-    """Dense fp32 -> block_punched 8x (accuracy.py's schedule) -> pruning-preserving QAT int8
+    """Dense fp32 -> block_punched 8x (GRU: each of --gru-compressions; accuracy.py's schedule
+    from the same dense weights) -> pruning-preserving QAT int8
     (post-training int8 where tfmot refuses the model: GRU), and 8/4-bit mixed precision
     (select_bits + apply_bits, exported with weight_bits: standard int8 file and 4-bit packed
     npas file), per model; one row each (docs/quantization.md, "Benchmark"). A variant that
@@ -393,124 +519,37 @@ def models_suite(args, keep=None):
         a = accuracy.parse_args(argv)
         runner = accuracy.Runner(a)
         test, x_rep = (runner.xt, runner.yt), runner.x[:args.calibration]
+        comps = compressions(args, kind)
         doc["dataset"] = runner.dataset
         doc["settings"][kind] = {
             "accuracy_py_args": argv, "train_images": len(runner.x),
             "test_images": len(runner.xt), "dense_epochs": a.epochs,
             "prune_epochs": a.finetune_epochs, "qat_epochs": args.qat_epochs,
             "qat_lr": args.qat_lr, "batch_size": a.batch_size, "scheme": SCHEME,
-            "compression": COMPRESSION, "mixed_budget": args.mixed_budget,
-            "calibration_images": len(x_rep), "tf_intra_op_threads": 1}
+            "compression": comps[0], "compressions": comps, "mixed_budget": args.mixed_budget,
+            "calibration_images": len(x_rep), "tf_intra_op_threads": 1,
+            "load_before": os.getloadavg()[0]}
         path = lambda v: os.path.join(args.model_dir, f"{kind}_{v}.tflite")  # noqa: E731
         common = dict(test=test, args=args)
 
-        t0 = time.time()
         dense = runner.fresh_dense(kind)
         runner.compile(dense, a.lr)
-        smap = accuracy.scheme_map(runner.build(kind), kind, SCHEME, COMPRESSION)
-        pruned, _ = runner.run_schedule(kind, smap, 1.0 - 1.0 / COMPRESSION)
-        density, leaked = accuracy.measured_density(pruned)
-        layer_rows = q.summary(pruned, print_fn=None)   # every weight layer, MACs dense/kept
+        dense_rows = q.summary(dense, print_fn=None)    # every weight layer, dense MACs
         bops_dense = q.bops([{"layer": r["layer"], "macs": r["macs_dense"]}
-                             for r in layer_rows], bits=(32, 32))["total"]
-        stripped = npas_keras.strip(pruned, verbose=False)
-        runner.compile(stripped, a.finetune_lr)
-        doc["settings"][kind]["prune_seconds"] = round(time.time() - t0, 1)
+                             for r in dense_rows], bits=(32, 32))["total"]
         if keep is not None:
-            keep[(kind, "dense_fp32")], keep[(kind, "pruned_fp32")] = dense, stripped
-
+            keep[(kind, "dense_fp32")] = dense
         cases.append(measure_row(
             kind, "dense_fp32", npas_keras.export(batch_one(dense), path("dense_fp32")),
-            density=1.0,
+            density=1.0, compression=1,
             weight_bits=32, bops_total=bops_dense, bops_dense=bops_dense,
             keras_accuracy=runner.evaluate(dense), **common))
         write()
-        cases.append(measure_row(
-            kind, "pruned_fp32", npas_keras.export(batch_one(stripped), path("pruned_fp32")),
-            density=density, weight_bits=32, bops_dense=bops_dense,
-            bops_total=q.bops(stripped, bits=(32, 32))["total"],
-            keras_accuracy=runner.evaluate(stripped), nonzeros_at_masked_positions=leaked,
-            **common))
-        write()
-
-        # pruning-preserving QAT -> full-integer int8. Where tfmot cannot annotate a layer (it
-        # has no quantize config for GRU), the stripped model is quantized post-training
-        # instead (same symmetric per-channel int8 weights, zeros exact, no QAT fine-tuning).
-        t0, qat, method = time.time(), None, f"PQAT (tfmot prune-preserving), {args.qat_epochs} epoch(s)"
-        try:
-            try:
-                qat = q.prune_preserving_qat(stripped)
-            except RuntimeError as e:
-                if "is not supported" not in str(e):
-                    raise
-                method = ("post-training full-integer int8, no QAT: tfmot PQAT refused the model "
-                          f"({str(e).splitlines()[0][:200]})")
-            if qat is not None:
-                runner.compile(qat, args.qat_lr)
-                runner.fit(qat, args.qat_epochs)
-            int8_src = qat if qat is not None else stripped
-            if any(isinstance(l, runner.keras.layers.RNN) for l in int8_src.layers):
-                # the RNN as a WHILE loop (not unrolled): recorded, failed or not
-                loop_error = export_int8_isolated(batch_one(int8_src, unroll=False), x_rep,
-                                                  path("pruned_int8_loop"))
-                cases.append(failed(kind, "pruned_int8_loop", "export int8 (TFLite converter)",
-                                    loop_error, int8_method=method) if loop_error else
-                             {"name": f"{kind}_pruned_int8_loop", "model": kind,
-                              "variant": "pruned_int8_loop", "converted": True,
-                              "file_bytes": os.path.getsize(path("pruned_int8_loop"))})
-            stage, error = "export int8 (TFLite converter)", export_int8_isolated(
-                batch_one(int8_src), x_rep, path("pruned_int8"))
-            if not error:
-                stage, error = "export int8, npas format", export_int8_isolated(
-                    batch_one(int8_src), x_rep, path("pruned_int8_npas"), format="npas")
-        except Exception as e:  # noqa: BLE001 - recorded in the JSON, the suite goes on
-            stage, error = "prune_preserving_qat", f"{type(e).__name__}: {e}"[:3000]
-        if error:
-            cases.append(failed(kind, "pruned_int8", stage, error, int8_method=method))
-        else:
-            if keep is not None:
-                keep[(kind, "pruned_int8")] = int8_src
-            cases.append(measure_row(
-                kind, "pruned_int8", path("pruned_int8"), density=density, weight_bits=8,
-                bops_total=q.bops(stripped, bits=8)["total"], bops_dense=bops_dense,
-                keras_accuracy=runner.evaluate(int8_src), int8_method=method,
-                npas_path=path("pruned_int8_npas"),
-                qat_seconds=round(time.time() - t0, 1),
-                int8_weight_zeros=[{k: r[k] for k in ("op", "size", "zeros")}
-                                   for r in q.int8_weight_zeros(
-                                       open(path("pruned_int8"), "rb").read())], **common))
-        write()
-
-        # mixed precision: per-layer 8/4-bit weights (post-training, apply_bits puts the 4-bit
-        # layers on their grid), exported with weight_bits: standard int8 file (4-bit layers
-        # stored exactly as int8 k with scale s) and npas format (4-bit packed)
-        choice = q.select_bits(stripped, budget=args.mixed_budget)
-        mixed = q.apply_bits(stripped, choice["bits"])
-        missing = _unsimulated(stripped, mixed, choice["bits"])
-        error = None if not missing else (
-            f"apply_bits cannot fake-quantize {missing} (it handles Dense/Conv/DepthwiseConv "
-            "kernels, not recurrent cells): their accuracy at 4 bits would not be measured")
-        stage = "apply_bits"
-        if not error:
-            stage, error = "export int8 (TFLite converter)", export_int8_isolated(
-                batch_one(mixed), x_rep, path("pruned_mixed"), weight_bits=choice["bits"])
-        if not error:
-            stage, error = "export int8 + 4-bit, npas format", export_int8_isolated(
-                batch_one(mixed), x_rep, path("pruned_mixed_npas"), format="npas",
-                weight_bits=choice["bits"])
-        if error:
-            cases.append(failed(kind, "pruned_mixed", stage, error, weight_bits=choice["bits"]))
-        else:
-            runner.compile(mixed, a.finetune_lr)
-            if keep is not None:
-                keep[(kind, "pruned_mixed")] = mixed
-            cases.append(measure_row(
-                kind, "pruned_mixed", path("pruned_mixed"), density=density,
-                weight_bits=choice["bits"],
-                bops_total=choice["bops"], bops_dense=bops_dense,
-                keras_accuracy=runner.evaluate(mixed), mixed_bops_ratio=round(choice["ratio"], 4),
-                npas_path=path("pruned_mixed_npas"), **common))
-        write()
+        for comp in comps:
+            pruned_rows(kind, comp, comp == comps[0], runner, a, accuracy, x_rep, path,
+                        bops_dense, cases, keep, args, common)
+            write()
+        doc["settings"][kind]["load_after"] = os.getloadavg()[0]
         runner.keras.backend.clear_session()
     doc["notes"] = {
         "accuracy": "tflite_accuracy: the exported file run image by image by stock LiteRT; "
@@ -567,8 +606,10 @@ def table(path):
             f"({r['claimed']} claimed) | {r['speedup']:.2f} | "
             + ("- | - |" if f is None else f"{f['npas_ms']:.3f} | {f['speedup']:.2f} |")
             + ("" if "npas_format" not in r else
-               " {:.0f}, does not load: {} |".format(r["npas_format"]["file_bytes"] / 1024,
-                                                     r["npas_format"]["error"][:120])
+               " {}, not run: {} |".format(
+                   "{:.0f}".format(r["npas_format"]["file_bytes"] / 1024)
+                   if "file_bytes" in r["npas_format"] else "not written",
+                   r["npas_format"]["error"].replace("\n", " ")[:120])
                if "error" in r["npas_format"] else
                " {file_bytes_kb:.0f}, {acc:.2f}, {npas_ms:.3f}, {speedup:.2f} |".format(
                    file_bytes_kb=r["npas_format"]["file_bytes"] / 1024,
@@ -603,6 +644,9 @@ def main(argv=None):
     g.add_argument("--model-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                         "npas_quantization_models"))
     g.add_argument("--keras-verbose", type=int, default=2)
+    g.add_argument("--gru-compressions", type=int, nargs="+", default=[8, 4, 2],
+                   help="GRU pruned rows at these compressions (block_punched; the first one's "
+                        "variants have plain names, the others a _<c>x suffix)")
     g.add_argument("--append", action="store_true",
                    help="keep the rows of models not in --models from the existing --out")
     args = ap.parse_args(argv)

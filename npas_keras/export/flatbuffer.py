@@ -522,43 +522,63 @@ def _per_channel(scales, qdim):
     return q
 
 
-def requantize_int4(model, raw, uses, consumers, entry, weights, grid):
+def int4_mismatch(entry, weights, k, scales):
+    """None when the int8 weights of a weight op are the int8 quantization of the 4-bit grid
+    k * scales (GEMM view [rows, cols]; within 1 step, same zeros), else the reason. Also true of
+    an op already rewritten to that grid (its scales are then `scales`)."""
+    if entry["tensor"].type != _TT.INT8 or weights is None:
+        return "4-bit weights need the int8 export (quantize='int8')"
+    q8 = fmt.gemm_view(entry["kind"], weights.astype(np.float32))
+    s8 = weight_scales(entry, q8.shape[0])
+    if isinstance(s8, str):
+        return s8
+    k = np.asarray(k, np.int8)
+    if k.shape != q8.shape:
+        return f"Keras kernel GEMM view {k.shape} != TFLite weights {q8.shape}"
+    s4 = np.asarray(scales, np.float32).copy()
+    empty = s4 <= 0
+    s4[empty] = s8[empty]
+    expect = np.round(k.astype(np.float64) * s4[:, None] / s8[:, None])
+    if np.any(np.abs(expect - q8) > 1) or np.any((k == 0) != (q8 == 0)):
+        return ("the converter's int8 weights are not the quantization of the layer's 4-bit "
+                "kernel (a folded batch norm or another rewrite?); refusing to store it in 4 bits")
+    return None
+
+
+def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=None):
     """Re-expresses an int8 weight op as 4-bit values: int8 weights k in [-8, 7] with per-channel
     scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales": [rows], "bias": float
     bias or None, "layer"} comes from the Keras kernel (format.int4_grid), so the real weights are
     the model's own k * s. Checks that the converter's int8 weights are the quantization of those
     same weights (else ValueError: the op is not that layer, or the converter changed it); the
-    int32 bias is requantized to the new scale input_scale * s (from the float bias when given).
-    Returns the new builtin-layout int8 weights."""
+    int32 bias is requantized to the new scale input_scale * s (from the float bias when given,
+    else from the int32 bias and its own scale). A weight tensor read by several ops (an
+    unrolled RNN) is rewritten once; `readers` = {(subgraph, tensor): number of 4-bit ops that
+    read it} must then count every op that reads it (else one would read k with its old scale).
+    A bias shared by several ops is refused. Returns the new builtin-layout int8 weights."""
     sg = model.subgraphs[entry["subgraph"]]
     kind, t, layer = entry["kind"], entry["tensor"], grid.get("layer")
     where = f"layer {layer!r} (op {entry['op_index']}, {entry['builtin']})"
-    if t.type != _TT.INT8 or weights is None:
-        raise ValueError(f"{where}: 4-bit weights need the int8 export (quantize='int8')")
+    reason = int4_mismatch(entry, weights, grid["k"], grid["scales"])
+    if reason is not None:
+        raise ValueError(f"{where}: {reason}")
     q8 = fmt.gemm_view(kind, weights.astype(np.float32))
     rows = q8.shape[0]
     s8 = weight_scales(entry, rows)
-    if isinstance(s8, str):
-        raise ValueError(f"{where}: {s8}")
     k = np.asarray(grid["k"], np.int8)
     s4 = np.asarray(grid["scales"], np.float32).copy()
-    if k.shape != q8.shape:
-        raise ValueError(f"{where}: Keras kernel GEMM view {k.shape} != TFLite weights "
-                         f"{q8.shape}")
     empty = s4 <= 0
     s4[empty] = s8[empty]                                   # all-zero rows keep their scale
-    expect = np.round(k.astype(np.float64) * s4[:, None] / s8[:, None])
-    if np.any(np.abs(expect - q8) > 1) or np.any((k == 0) != (q8 == 0)):
-        raise ValueError(f"{where}: the converter's int8 weights are not the quantization of "
-                         "the layer's 4-bit kernel (a folded batch norm or another rewrite?); "
-                         "refusing to store it in 4 bits")
     if uses.get(t.buffer, 0) != 1:
         raise ValueError(f"{where}: weight buffer shared with another tensor")
     bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
-    for idx in (entry["weight_tensor"], bias_idx):
-        if idx >= 0 and consumers.get((entry["subgraph"], idx), 0) > 1:
-            raise ValueError(f"{where}: its weights or bias are shared by several ops (an "
-                             "unrolled RNN?); 4-bit storage of shared tensors is not supported")
+    wkey = (entry["subgraph"], entry["weight_tensor"])
+    if consumers.get(wkey, 0) > (readers or {}).get(wkey, 1):
+        raise ValueError(f"{where}: its weights are read by ops that are not 4-bit (an "
+                         "unrolled RNN only partly matched?); refusing to store them in 4 bits")
+    if bias_idx >= 0 and consumers.get((entry["subgraph"], bias_idx), 0) > 1:
+        raise ValueError(f"{where}: its bias is shared by several ops; 4-bit storage needs a "
+                         "bias per op")
     kh, kw = weights.shape[1:3] if weights.ndim == 4 else (1, 1)
     new = fmt.builtin_layout(kind, k, kh, kw).reshape(weights.shape).astype(np.int8)
     _set_buffer(model, uses, t, new)
@@ -571,8 +591,13 @@ def requantize_int4(model, raw, uses, consumers, entry, weights, grid):
             raise ValueError(f"{where}: bias is not a constant int32 [{rows}] tensor")
         in_scale = np.float64(in_q[0][0])
         fb = grid.get("bias")
-        real = (np.asarray(fb, np.float64).ravel() if fb is not None and np.size(fb) == rows
-                else b32.astype(np.float64).ravel() * in_scale * s8)
+        bq_old = quantization_of(bt)
+        if fb is not None and np.size(fb) == rows:
+            real = np.asarray(fb, np.float64).ravel()
+        elif bq_old is not None and len(bq_old[0]) in (1, rows):
+            real = b32.astype(np.float64).ravel() * bq_old[0].astype(np.float64)
+        else:
+            real = b32.astype(np.float64).ravel() * in_scale * s8
         bq = np.round(real / (in_scale * s4.astype(np.float64)))
         _set_buffer(model, uses, bt, np.clip(bq, -2 ** 31, 2 ** 31 - 1).astype("<i4"))
         bt.quantization = _per_channel((in_scale * s4.astype(np.float64)).astype(np.float32), 0)
@@ -589,6 +614,11 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
     op_info = op_info or {}
     uses = _buffer_uses(model)
     consumers = _tensor_consumers(model)
+    readers = {}
+    for entry in weight_ops(model, raw):
+        if (op_info.get((entry["subgraph"], entry["op_index"])) or {}).get("int4") is not None:
+            key = (entry["subgraph"], entry["weight_tensor"])
+            readers[key] = readers.get(key, 0) + 1
     rows = []
     for entry in list(weight_ops(model, raw)):
         if entry["custom"] is not None:
@@ -600,7 +630,7 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         int4 = info.get("int4") is not None
         if int4:
             weights = requantize_int4(model, raw, uses, consumers, entry, weights,
-                                      dict(info["int4"], layer=info.get("layer")))
+                                      dict(info["int4"], layer=info.get("layer")), readers)
         row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
                    custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
                    tensor=tensor_name(t), shape=_ints(t.shape), scheme=None, scheme_config=None,

@@ -17,7 +17,7 @@ import numpy as np
 
 from npas_keras.quantization.bops import _rows, bops
 
-__all__ = ["fake_quantize", "select_bits", "apply_bits"]
+__all__ = ["fake_quantize", "select_bits", "apply_bits", "quantized_kernels"]
 
 _KERNEL = {"Dense": "kernel", "Conv2D": "kernel", "Conv1D": "kernel",
            "DepthwiseConv2D": "depthwise_kernel"}
@@ -54,27 +54,55 @@ def _iter(model):
             yield from _iter(layer)
 
 
-def _kernels(model) -> Dict[str, tuple]:
-    """{layer name: (kernel ndarray, depthwise)} for Dense / Conv / Depthwise (wrapped or not)."""
+def _cell_of(layer):
+    """The cell of a recurrent layer (GRU / LSTM / SimpleRNN: `layer.cell` with `kernel` and
+    `recurrent_kernel`), else None. Stacked cells are not handled."""
+    cell = getattr(layer, "cell", None)
+    if cell is not None and hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel"):
+        return cell
+    return None
+
+
+def quantized_kernels(layer):
+    """[(name, variable, depthwise)] of the kernels `apply_bits` fake-quantizes in `layer`
+    (an npas PruneWrapper is looked through): Dense / Conv1D / Conv2D `kernel`, DepthwiseConv2D
+    `depthwise_kernel`, and a recurrent cell's `kernel` and `recurrent_kernel`. Every one is
+    quantized per output channel = its last axis, which for a recurrent cell is one gate unit
+    (`[in, 3u]` GRU, `[in, 4u]` LSTM): the int8 exporter quantizes the cell's matmuls (the
+    unrolled FULLY_CONNECTED ops, weights `kernel.T`) per output row the same way. Biases and
+    other weights stay float. [] for any other layer."""
+    inner = getattr(layer, "layer", layer)
+    kind = type(inner).__name__
+    attr = _KERNEL.get(kind)
+    if attr is not None and hasattr(inner, attr):
+        return [(attr, getattr(inner, attr), kind == "DepthwiseConv2D")]
+    cell = _cell_of(inner)
+    if cell is not None:
+        return [(a, getattr(cell, a), False) for a in ("kernel", "recurrent_kernel")]
+    return []
+
+
+def _kernels(model) -> Dict[str, list]:
+    """{layer name: [(kernel ndarray, depthwise)]} of the layers apply_bits can quantize."""
     out = {}
     for layer in _iter(model):
-        inner = getattr(layer, "layer", layer)
-        kind = type(inner).__name__
-        attr = _KERNEL.get(kind)
-        if attr is None or not hasattr(inner, attr):
-            continue
-        out[inner.name] = (np.asarray(getattr(inner, attr).numpy()), kind == "DepthwiseConv2D")
+        ks = quantized_kernels(layer)
+        if ks:
+            out[getattr(layer, "layer", layer).name] = [(np.asarray(v.numpy()), dw)
+                                                       for _, v, dw in ks]
     return out
 
 
-def _error(w, bits, depthwise, power_of_two):
-    if w is None:
-        return None
-    n = float(np.sum(w.astype(np.float64) ** 2))
-    if n == 0:
-        return 0.0
-    d = fake_quantize(w, bits, depthwise=depthwise, power_of_two=power_of_two) - w
-    return float(np.sum(d.astype(np.float64) ** 2)) / n
+def _error(kernels, bits, power_of_two):
+    """Relative squared quantization error of a layer's kernels together (one kernel for
+    Dense / Conv; kernel and recurrent kernel for an RNN cell): sum of squared changes / sum of
+    squared weights."""
+    num = den = 0.0
+    for w, depthwise in kernels:
+        den += float(np.sum(w.astype(np.float64) ** 2))
+        d = fake_quantize(w, bits, depthwise=depthwise, power_of_two=power_of_two) - w
+        num += float(np.sum(d.astype(np.float64) ** 2))
+    return num / den if den > 0 else 0.0
 
 
 def select_bits(model_or_rows, budget: float = 0.75, candidates: Iterable[int] = (8, 4),
@@ -105,9 +133,9 @@ def select_bits(model_or_rows, budget: float = 0.75, candidates: Iterable[int] =
     bits = {l: cands[0] for l in layers}
     errors = {}
     for l in layers:
-        w, dw = kernels.get(l, (None, False))
-        errors[l] = {b: (_error(w, b, dw, power_of_two) if w is not None
-                         else float(cands[0] - b)) for b in cands}
+        ks = kernels.get(l)
+        errors[l] = {b: (_error(ks, b, power_of_two) if ks else float(cands[0] - b))
+                     for b in cands}
     sens = dict(sensitivity or {})
     total_max = bops(rows, bits, act_bits)["total"]
     target = budget * total_max
@@ -143,10 +171,13 @@ def select_bits(model_or_rows, budget: float = 0.75, candidates: Iterable[int] =
 
 
 def apply_bits(model, bits, power_of_two: bool = False):
-    """A copy of a (stripped or plain) tf_keras model with each layer's kernel fake-quantized to
-    its bit width (`bits`: int or {layer: int}; layers not named are left float). Use it to
-    measure the accuracy of a `select_bits` choice (zeros stay zero), and export it with the
-    same `weight_bits` to store the 4-bit layers in 4 bits."""
+    """A copy of a (stripped or plain) tf_keras model with each layer's kernels fake-quantized to
+    its bit width (`bits`: int or {layer: int}; layers not named are left float), per output
+    channel as the int8 exporter does it (`quantized_kernels`: Dense / Conv / DepthwiseConv
+    kernels, and GRU / LSTM / SimpleRNN kernel and recurrent kernel). Use it to measure the
+    accuracy of a `select_bits` choice (zeros stay zero), and export it with the same
+    `weight_bits` to store the 4-bit layers in 4 bits. ValueError when `bits` names a layer the
+    model lacks or one with no kernel it can quantize (it would stay float unnoticed)."""
     import tf_keras as keras
     from npas_keras.compat import check_model
     check_model(model)
@@ -156,15 +187,23 @@ def apply_bits(model, bits, power_of_two: bool = False):
         model = strip(model, verbose=False)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    if isinstance(bits, Mapping):
+        names = {layer.name: layer for layer in _iter(clone)}
+        missing = sorted(n for n in bits if n not in names)
+        unsupported = sorted(n for n in bits if n in names and not quantized_kernels(names[n]))
+        if missing or unsupported:
+            raise ValueError(
+                "apply_bits: " + "; ".join(
+                    ([f"no layer named {missing}"] if missing else []) +
+                    ([f"{unsupported} have no kernel it can fake-quantize (Dense, Conv1D/2D, "
+                      "DepthwiseConv2D, GRU/LSTM/SimpleRNN cells)"] if unsupported else [])))
     for layer in _iter(clone):
-        kind = type(layer).__name__
-        attr = _KERNEL.get(kind)
         b = bits.get(layer.name) if isinstance(bits, Mapping) else bits
-        if attr is None or b is None or not hasattr(layer, attr):
+        if b is None:
             continue
-        var = getattr(layer, attr)
-        var.assign(fake_quantize(var.numpy(), int(b), depthwise=kind == "DepthwiseConv2D",
-                                 power_of_two=power_of_two))
+        for _, var, depthwise in quantized_kernels(layer):
+            var.assign(fake_quantize(var.numpy(), int(b), depthwise=depthwise,
+                                     power_of_two=power_of_two))
     for attr in ("npas_schemes",):
         if hasattr(model, attr):
             setattr(clone, attr, getattr(model, attr))
