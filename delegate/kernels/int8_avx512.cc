@@ -5,8 +5,13 @@
 // compiled with the narrowest target it needs and only called after CPU detection (see
 // npas_internal.h on what this file may instantiate).
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "kernels/int8_internal.h"
 
@@ -311,6 +316,241 @@ void RowBlockInt8VnniVbmi(const RowBlockInt8View& v, const void* input, const in
     p += 4;
   }
   for (; p < p1; ++p) Groups<1, 4>(v, in, pb, p, g0, g1, out);
+}
+
+#pragma GCC pop_options
+
+// ---- AMX-INT8 (Sapphire Rapids and later) -----------------------------------------------------
+// Linux hands out the 8 KB tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, once per
+// process); CPUID leaf 7 EDX bits 24/25 say the CPU has AMX-TILE / AMX-INT8.
+bool CpuHasAmxInt8() {
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return false;
+#if defined(__linux__)
+    const long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  const char* mode = getenv("NPAS_INT8_AMX");
+  if (mode && *mode == '0') return false;
+  return ok && CpuHasAvx512Vnni();
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
+
+// The AMX kernel's input: plane cq holds, for every grid position g, the 4 bytes of channels
+// 4cq..4cq+3 as u8 (x ^ 0x80): t[cq * plane + 4g + j] = in[g * cin + 4cq + j] ^ 0x80, by 16x16
+// dword transposes (masked at the edges). Grid positions [g0, g1) only (thread split).
+void ToPlanarU8Avx512(const int8_t* in, int64_t g0, int64_t g1, int cin, uint8_t* t,
+                      int64_t plane) {
+  const int cq_n = cin / 4;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int64_t gb = g0; gb < g1; gb += 16) {
+    const int ng = g1 - gb < 16 ? (int)(g1 - gb) : 16;
+    const __mmask64 gmask = ng == 16 ? ~0ull : (~0ull) >> (64 - 4 * ng);
+    for (int cb = 0; cb < cq_n; cb += 16) {
+      const int nq = cq_n - cb < 16 ? cq_n - cb : 16;
+      const __mmask64 cmask = nq == 16 ? ~0ull : (~0ull) >> (64 - 4 * nq);
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < ng ? _mm512_maskz_loadu_epi8(cmask, in + (gb + i) * cin + 4 * cb)
+                      : _mm512_setzero_si512();
+      // 16x16 dword transpose: r[i] lane j -> r'[j] lane i.
+      __m512i a[16], b[16];
+      for (int i = 0; i < 16; i += 2) {
+        a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 16; i += 4) {
+        b[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
+        b[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
+        b[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
+        b[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
+      }
+      // b[4k + m] lane block L (128-bit) holds rows 4k..4k+3 of column 4L + m'.
+      for (int i = 0; i < 4; ++i) {
+        a[i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0x88);
+        a[4 + i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0xDD);
+        a[8 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0x88);
+        a[12 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0xDD);
+      }
+      for (int i = 0; i < 4; ++i) {
+        r[i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0xDD);
+        r[4 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0xDD);
+      }
+      for (int j = 0; j < nq; ++j)
+        _mm512_mask_storeu_epi8(t + (int64_t)(cb + j) * plane + 4 * gb, gmask,
+                                _mm512_xor_si512(r[j], flip));
+    }
+  }
+}
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")
+
+namespace {
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// B rows of chunk ch for NS sub-tiles into buf (sub-tile k at buf + 1024k): row i's byte j of
+// position x is channel slot j's byte, i.e. the slot's plane at position x, byte j (slots hold
+// channels c with c % 4 == j, so no byte moves within a dword: 4 loads and 3 byte blends).
+template <int NS>
+static inline void BuildB(const AmxInt8View& v, const uint8_t* base, int ch, uint8_t* buf) {
+  const __mmask64 m1 = 0x2222222222222222ull, m2 = 0x4444444444444444ull,
+                  m3 = 0x8888888888888888ull;
+  const int32_t* o = v.boff + 64 * ch;
+  for (int i = 0; i < 16; ++i, o += 4) {
+    for (int k = 0; k < NS; ++k) {
+      const uint8_t* p = base + 64 * k;
+      __m512i x = _mm512_loadu_si512(p + o[0]);
+      x = _mm512_mask_blend_epi8(m1, x, _mm512_loadu_si512(p + o[1]));
+      x = _mm512_mask_blend_epi8(m2, x, _mm512_loadu_si512(p + o[2]));
+      x = _mm512_mask_blend_epi8(m3, x, _mm512_loadu_si512(p + o[3]));
+      _mm512_store_si512(buf + 1024 * k + 64 * i, x);
+    }
+  }
+}
+
+// C tile (16 rows x 16 positions, int32, row-major in c) -> requantized int8 outputs of the
+// positions' pixels (16x16 dword transpose, then per pixel the VNNI kernels' requantization).
+static inline void StoreC(const AmxInt8View& v, const int32_t* c, const int32_t* pix, int g,
+                          int8_t* out) {
+  __m512i r[16], a[16], bb[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(c + 16 * i);
+  for (int i = 0; i < 16; i += 2) {
+    a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    bb[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
+    bb[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
+    bb[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
+    bb[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm512_shuffle_i32x4(bb[i], bb[4 + i], 0x88);
+    a[4 + i] = _mm512_shuffle_i32x4(bb[i], bb[4 + i], 0xDD);
+    a[8 + i] = _mm512_shuffle_i32x4(bb[8 + i], bb[12 + i], 0x88);
+    a[12 + i] = _mm512_shuffle_i32x4(bb[8 + i], bb[12 + i], 0xDD);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0xDD);
+    r[4 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0xDD);
+  }
+  const __m512i zp = _mm512_set1_epi32(v.out_zp);
+  const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
+  const __m512i bias = _mm512_load_si512(v.bias + g * 16);
+  const __m512i mult = _mm512_load_si512(v.mult + g * 16);
+  const __m512i lsh = _mm512_load_si512(v.lshift + g * 16);
+  const __m512i rsh = _mm512_load_si512(v.rshift + g * 16);
+  const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+  const __mmask16 m = (__mmask16)((1u << nl) - 1);
+  for (int i = 0; i < 16; ++i) {
+    if (pix[i] < 0) continue;
+    const __m512i q = Requant(_mm512_add_epi32(r[i], bias), mult, lsh, rsh, zp, lo, hi);
+    _mm_mask_storeu_epi8(out + (int64_t)pix[i] * v.rows + g * 16, m, _mm512_cvtepi32_epi8(q));
+  }
+}
+
+// One super-tile (NS sub-tiles of 16 positions) over groups [g0, g1). Tiles: 0-3 the sub-tiles'
+// C, 4 the chunk's A (shared by the NS multiplies: reloading A per multiply halves the rate),
+// 5-7 B. Software-pipelined, because a tileloadd of rows just stored waits until the stores
+// commit, stores commit only after every earlier tdpbsud retired, and a tilestored waits for the
+// multiplies: the B rows of chunk ch + kAhead are built (ring of kAhead + 1 buffers) before the
+// multiplies of chunk ch, and a group's outputs are requantized from its stored C tiles after
+// the first multiplies of the next group were issued.
+static constexpr int kAhead = 2;
+template <int NS>
+static void SuperTile(const AmxInt8View& v, const uint8_t* base, const int32_t* pix, int g0,
+                      int g1, uint8_t* bscr, int32_t* cbuf, int8_t* out) {
+  const int c0 = v.cstart[g0], c1 = v.cstart[g1];
+  auto buf = [&](int ch) { return bscr + 4096 * ((ch - c0) % (kAhead + 1)); };
+  for (int ch = c0; ch < c1 && ch < c0 + kAhead; ++ch) BuildB<NS>(v, base, ch, buf(ch));
+  int g = g0, pending = -1;  // every group has >= 1 chunk (packing)
+  for (int ch = c0; ch < c1; ++ch) {
+    uint8_t* b = buf(ch);
+    if (ch + kAhead < c1) BuildB<NS>(v, base, ch + kAhead, buf(ch + kAhead));
+    const bool first = ch == v.cstart[g];
+    if (first) {
+      _tile_zero(0);
+      if (NS > 1) _tile_zero(1);
+      if (NS > 2) _tile_zero(2);
+      if (NS > 3) _tile_zero(3);
+    }
+    _tile_loadd(4, v.a + 1024 * (int64_t)ch, 64);
+    _tile_loadd(5, b, 64);
+    _tile_dpbsud(0, 4, 5);
+    if (NS > 1) {
+      _tile_loadd(6, b + 1024, 64);
+      _tile_dpbsud(1, 4, 6);
+    }
+    if (NS > 2) {
+      _tile_loadd(7, b + 2048, 64);
+      _tile_dpbsud(2, 4, 7);
+    }
+    if (NS > 3) {
+      _tile_loadd(5, b + 3072, 64);
+      _tile_dpbsud(3, 4, 5);
+    }
+    if (first && pending >= 0) {
+      for (int k = 0; k < NS; ++k)
+          StoreC(v, cbuf + 1024 * (pending & 1) + 256 * k, pix + 16 * k, pending, out);
+      pending = -1;
+    }
+    if (ch + 1 == v.cstart[g + 1]) {
+      int32_t* c = cbuf + 1024 * (g & 1);
+      _tile_stored(0, c, 64);
+      if (NS > 1) _tile_stored(1, c + 256, 64);
+      if (NS > 2) _tile_stored(2, c + 512, 64);
+      if (NS > 3) _tile_stored(3, c + 768, 64);
+      pending = g++;
+    }
+  }
+  if (pending >= 0)
+    for (int k = 0; k < NS; ++k)
+      StoreC(v, cbuf + 1024 * (pending & 1) + 256 * k, pix + 16 * k, pending, out);
+}
+}  // namespace
+
+// AMX row block (AmxInt8View): per super-tile of up to 4 x 16 grid positions and 16-row group,
+// C (16 rows x 16 positions per sub-tile) += A (the chunk's s8 weights) x B (16 rows of u8
+// input gathered from the planar input), one tdpbsud per chunk of 16 rows and sub-tile.
+void RowBlockInt8Amx(const AmxInt8View& v, const uint8_t* t, int t0, int t1, int g0, int g1,
+                     int8_t* out) {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  alignas(64) uint8_t bscr[(kAhead + 1) * 4096];
+  alignas(64) int32_t cbuf[2 * 1024];
+  for (int tile = t0; tile < t1; ++tile) {
+    const uint8_t* base = t + (int64_t)v.tile_start[tile] * 4;
+    const int32_t* pix = v.tile_pix + 64 * tile;
+    switch (v.tile_nsub[tile]) {
+      case 1: SuperTile<1>(v, base, pix, g0, g1, bscr, cbuf, out); break;
+      case 2: SuperTile<2>(v, base, pix, g0, g1, bscr, cbuf, out); break;
+      case 3: SuperTile<3>(v, base, pix, g0, g1, bscr, cbuf, out); break;
+      default: SuperTile<4>(v, base, pix, g0, g1, bscr, cbuf, out);
+    }
+  }
+  _tile_release();
 }
 
 #pragma GCC pop_options

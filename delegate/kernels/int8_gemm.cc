@@ -2,10 +2,12 @@
 // into the int8 row-block format (int8_internal.h), the choice of row-block kernel per ISA,
 // runners with thread split, kAuto timing, and the scalar kernels.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/int8_internal.h"
@@ -308,7 +310,269 @@ class RowBlockInt8 : public PackedGemmInt8 {
   RowBlockInt8View v_;
 };
 
+#if defined(__x86_64__) || defined(__i386__)
+// The AMX-INT8 kernel (int8_internal.h, AmxInt8View) for the layers it fits: a grid geometry
+// (every column = tap offset + channel, cin % 4 == 0, pixel bases multiples of cin, at most 1.5x
+// the pixels computed on the grid's 16-position tiles: stride-1 convs, 1x1 convs, FC batches of
+// >= 16). Holds the VNNI packing of the same weights (`fallback`) for Run calls with another
+// pixel map than the one packed for.
+class AmxInt8 : public PackedGemmInt8 {
+ public:
+  // Returns null when the layer does not fit (then `fallback` is handed back untouched).
+  static std::unique_ptr<AmxInt8> Make(const GemmInt8Desc& d, bool sparse, int num_pixels,
+                                       const int32_t* pixel_base, int64_t in_elems,
+                                       std::unique_ptr<RowBlockInt8>* fallback) {
+    const int cin = d.cin;
+    if (!CpuHasAmxInt8() || DetectIsa() != Isa::kAvx512 || num_pixels < 16 || cin <= 0 ||
+        cin % 4 != 0 || d.cols % cin != 0 || in_elems % cin != 0 || in_elems / cin > INT32_MAX / 8)
+      return nullptr;
+    const int taps = d.cols / cin;
+    const int64_t G = in_elems / cin;
+    std::vector<int32_t> tapg(taps);
+    int32_t maxd = 0;
+    for (int t = 0; t < taps; ++t) {
+      const int32_t o = d.col_offset[(size_t)t * cin];
+      if (o < 0 || o % cin != 0) return nullptr;
+      for (int c = 1; c < cin; ++c)
+        if (d.col_offset[(size_t)t * cin + c] != o + c) return nullptr;
+      tapg[t] = o / cin;
+      maxd = std::max(maxd, tapg[t]);
+    }
+    std::vector<int32_t> at((size_t)G, -1);  // grid position -> pixel
+    int64_t gmin = G, gmax = -1;
+    for (int p = 0; p < num_pixels; ++p) {
+      const int32_t b = pixel_base[p];
+      if (b < 0 || b % cin != 0 || b / cin >= G || at[b / cin] >= 0) return nullptr;
+      at[b / cin] = p;
+      gmin = std::min<int64_t>(gmin, b / cin);
+      gmax = std::max<int64_t>(gmax, b / cin);
+    }
+    std::unique_ptr<AmxInt8> m(new AmxInt8());
+    for (int64_t s = gmin; s <= gmax; s += 64) {
+      int nsub = 0;
+      for (int k = 0; k < 4; ++k) {
+        bool any = false;
+        for (int64_t i = s + 16 * k; i < std::min(s + 16 * k + 16, gmax + 1); ++i) any |= at[i] >= 0;
+        if (any) nsub = k + 1;
+      }
+      if (nsub == 0) continue;
+      m->tile_start_.push_back((int32_t)s);
+      m->tile_nsub_.push_back(nsub);
+      for (int64_t i = s; i < s + 64; ++i)
+        m->tile_pix_.push_back(i <= gmax && i < s + 16 * nsub ? at[i] : -1);
+    }
+    int64_t computed = 0;
+    for (int n : m->tile_nsub_) computed += 16 * n;
+    if (computed > 1.5 * num_pixels + 16) return nullptr;
+    m->cin_ = cin;
+    m->grid_ = G;
+    // Bytes per plane: every position a super-tile reads (start + 64 + the largest tap shift).
+    // The stride is 9 cache lines modulo 4 KB: planes at multiples of 4 KB would all map to the
+    // same L1 sets, and a super-tile reads the same few lines of every plane.
+    m->plane_ = ((std::max<int64_t>(G, gmax + 64 + maxd) + 15) / 16 + 1) * 64;
+    m->plane_ += ((9 - (m->plane_ / 64) % 64) + 64) % 64 * 64;
+    const int cq_n = cin / 4, G16 = (d.rows + 15) / 16;
+    const int64_t zero = d.input_zp + 128;  // u8 input
+    m->cstart_.assign(G16 + 1, 0);
+    std::vector<int8_t> a;
+    auto weight = [&](int r, int t, int c) { return d.weights[(size_t)r * d.cols + (size_t)t * cin + c]; };
+    for (int g = 0; g < G16; ++g) {
+      const int r0 = g * 16, r1 = std::min(d.rows, r0 + 16);
+      // Rows of 4 slots: (tap, channel) per slot, channel % 4 == slot; -1 = empty.
+      std::vector<std::array<std::pair<int, int>, 4>> rowsv;
+      std::vector<std::pair<int, int>> singles[4];
+      for (int t = 0; t < taps; ++t)
+        for (int q = 0; q < cq_n; ++q) {
+          int n = 0;
+          bool used[4];
+          for (int j = 0; j < 4; ++j) {
+            used[j] = !sparse;
+            for (int r = r0; r < r1 && !used[j]; ++r) used[j] = weight(r, t, 4 * q + j) != 0;
+            n += used[j];
+          }
+          if (n >= 2) {
+            std::array<std::pair<int, int>, 4> row;
+            for (int j = 0; j < 4; ++j) row[j] = used[j] ? std::make_pair(t, 4 * q + j) : std::make_pair(-1, -1);
+            rowsv.push_back(row);
+          } else if (n == 1) {
+            for (int j = 0; j < 4; ++j)
+              if (used[j]) singles[j].push_back({t, 4 * q + j});
+          }
+        }
+      // Singles into empty slots of the rows above, then into new rows.
+      for (int j = 0; j < 4; ++j) {
+        size_t k = 0;
+        for (auto& row : rowsv) {
+          if (k == singles[j].size()) break;
+          if (row[j].first < 0) row[j] = singles[j][k++];
+        }
+        for (size_t r = 0; k < singles[j].size(); ++r) {
+          if (r == rowsv.size()) {
+            std::array<std::pair<int, int>, 4> empty;
+            empty.fill({-1, -1});
+            rowsv.push_back(empty);
+          }
+          if (rowsv[r][j].first < 0) rowsv[r][j] = singles[j][k++];
+        }
+      }
+      const size_t nrows = std::max<size_t>(16, (rowsv.size() + 15) / 16 * 16);
+      for (size_t i = 0; i < nrows; ++i) {
+        if (i % 16 == 0) a.resize(a.size() + 1024, 0);
+        const size_t abase = a.size() - 1024;
+        int32_t any_off = 0;  // an empty slot reads a valid place (its weight is 0)
+        if (i < rowsv.size())
+          for (int j = 0; j < 4; ++j)
+            if (rowsv[i][j].first >= 0) {
+              any_off = (int32_t)((rowsv[i][j].second / 4) * m->plane_ + 4 * tapg[rowsv[i][j].first]);
+              break;
+            }
+        for (int j = 0; j < 4; ++j) {
+          const bool real = i < rowsv.size() && rowsv[i][j].first >= 0;
+          if (!real) {
+            m->boff_.push_back(any_off);
+            continue;
+          }
+          const int t = rowsv[i][j].first, c = rowsv[i][j].second;
+          m->boff_.push_back((int32_t)((c / 4) * m->plane_ + 4 * tapg[t]));
+          for (int r = r0; r < r1; ++r) a[abase + 64 * (r - r0) + 4 * (i % 16) + j] = weight(r, t, c);
+        }
+      }
+      m->cstart_[g + 1] = (int32_t)(a.size() / 1024);
+    }
+    if ((int64_t)cq_n * m->plane_ > INT32_MAX - 64) return nullptr;
+    m->a_ = Aligned(a.size());
+    if (!m->a_.p) return nullptr;
+    if (!a.empty()) std::memcpy(m->a_.p, a.data(), a.size());
+    for (auto* v : {&m->bias_, &m->mult_, &m->lsh_, &m->rsh_}) *v = Aligned(sizeof(int32_t) * G16 * 16);
+    int32_t* bias = (int32_t*)m->bias_.p;
+    for (int r = 0; r < d.rows; ++r) {
+      int64_t sum = 0;
+      for (int k = 0; k < d.cols; ++k) sum += d.weights[(size_t)r * d.cols + k];
+      bias[r] = (int32_t)((d.bias ? d.bias[r] : 0) - zero * sum);
+      ((int32_t*)m->mult_.p)[r] = d.multiplier[r];
+      ((int32_t*)m->lsh_.p)[r] = d.shift[r] > 0 ? d.shift[r] : 0;
+      ((int32_t*)m->rsh_.p)[r] = d.shift[r] > 0 ? 0 : -d.shift[r];
+    }
+    m->pixel_base_.assign(pixel_base, pixel_base + num_pixels);
+    m->in_elems_ = in_elems;
+    AmxInt8View& v = m->v_;
+    v.rows = d.rows;
+    v.ngroups = G16;
+    v.ntiles = (int)m->tile_start_.size();
+    v.cstart = m->cstart_.data();
+    v.a = (const int8_t*)m->a_.p;
+    v.boff = m->boff_.data();
+    v.tile_start = m->tile_start_.data();
+    v.tile_nsub = m->tile_nsub_.data();
+    v.tile_pix = m->tile_pix_.data();
+    v.bias = bias;
+    v.mult = (const int32_t*)m->mult_.p;
+    v.lshift = (const int32_t*)m->lsh_.p;
+    v.rshift = (const int32_t*)m->rsh_.p;
+    v.out_zp = d.output_zp;
+    v.act_min = d.act_min;
+    v.act_max = d.act_max;
+    m->abytes_ = a.size();
+    m->fallback_ = std::move(*fallback);
+    return m;
+  }
+  // Gives the VNNI packing back (when the AMX one lost the timing).
+  std::unique_ptr<RowBlockInt8> TakeFallback() { return std::move(fallback_); }
+  const RowBlockInt8* fallback() const { return fallback_.get(); }
+
+  KernelKind kind() const override { return fallback_->kind(); }
+  StructureInfo structure() const override { return fallback_->structure(); }
+  Isa isa() const override { return Isa::kAvx512; }
+  size_t packed_bytes() const override {
+    return abytes_ + boff_.size() * 4 + (size_t)v_.ngroups * 16 * 16 + fallback_->packed_bytes();
+  }
+
+  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
+           int8_t* out, ThreadPool* pool, int num_threads) const override {
+    if (num_pixels <= 0) return;
+    if (in_elems != in_elems_ || (size_t)num_pixels != pixel_base_.size() ||
+        std::memcmp(pixel_base, pixel_base_.data(), sizeof(int32_t) * num_pixels) != 0) {
+      fallback_->Run(in, in_elems, pixel_base, num_pixels, out, pool, num_threads);
+      return;
+    }
+    // Planar u8 copy of the input (thread_local: concurrent nodes do not share it). Positions
+    // past the grid are never read for a stored output; they start as zeros.
+    static thread_local std::vector<uint8_t> planar;
+    const size_t need = (size_t)(cin_ / 4) * plane_ + 128;
+    if (planar.size() < need) planar.resize(need);
+    uint8_t* t = (uint8_t*)(((uintptr_t)planar.data() + 63) & ~(uintptr_t)63);
+    if (num_threads > 1 && !pool) num_threads = 1;
+    const int T = v_.ntiles, G = v_.ngroups;
+    if (num_threads <= 1) {
+      ToPlanarU8Avx512(in, 0, grid_, cin_, t, plane_);
+      RowBlockInt8Amx(v_, t, 0, T, 0, G, out);
+      return;
+    }
+    const int64_t gblocks = (grid_ + 15) / 16;
+    pool->ParallelFor(num_threads, num_threads, [&](int i) {
+      const int64_t b0 = gblocks * i / num_threads, b1 = gblocks * (i + 1) / num_threads;
+      ToPlanarU8Avx512(in, b0 * 16, std::min(grid_, b1 * 16), cin_, t, plane_);
+    });
+    int tasks_t = std::max(1, std::min(T, num_threads * 2)), tasks_g = 1;
+    if (T < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_t));
+    pool->ParallelFor(tasks_t * tasks_g, num_threads, [&](int k) {
+      const int a = k / tasks_g, b = k % tasks_g;
+      const int t0 = (int)((int64_t)T * a / tasks_t), t1 = (int)((int64_t)T * (a + 1) / tasks_t);
+      const int g0 = (int)((int64_t)G * b / tasks_g), g1 = (int)((int64_t)G * (b + 1) / tasks_g);
+      if (t0 < t1 && g0 < g1) RowBlockInt8Amx(v_, t, t0, t1, g0, g1, out);
+    });
+  }
+
+ private:
+  AmxInt8() = default;
+  int cin_ = 0;
+  int64_t grid_ = 0, plane_ = 0, in_elems_ = 0;
+  std::vector<int32_t> cstart_, boff_, tile_start_, tile_nsub_, tile_pix_, pixel_base_;
+  Aligned a_, bias_, mult_, lsh_, rsh_;
+  size_t abytes_ = 0;
+  AmxInt8View v_;
+  std::unique_ptr<RowBlockInt8> fallback_;
+};
+#endif
+
+// The AMX packing of `p`'s weights when the layer fits it and it measured faster than `p` (or
+// NPAS_INT8_AMX=1), else `p` itself.
+std::unique_ptr<PackedGemmInt8> WithAmx(std::unique_ptr<RowBlockInt8> p, const GemmInt8Desc& d,
+                                        int num_pixels, const int32_t* pixel_base,
+                                        int64_t in_elems, int num_threads) {
+#if defined(__x86_64__) || defined(__i386__)
+  const bool sparse = p->kind() == KernelKind::kRowBlock;
+  auto amx = AmxInt8::Make(d, sparse, num_pixels, pixel_base, in_elems, &p);
+  if (!amx) return p;
+  const char* mode = getenv("NPAS_INT8_AMX");
+  if (mode && *mode == '1') return amx;
+  std::vector<int8_t> in((size_t)std::max<int64_t>(in_elems, 1), 3);
+  std::vector<int8_t> out((size_t)num_pixels * d.rows + 16);
+  ThreadPool* pool = SharedThreadPool();
+  // The fallback first (its time bounds the AMX timing's early exit).
+  const RowBlockInt8* vnni = amx->fallback();
+  const double tv = BestMs([&] { vnni->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
+                                           pool, num_threads); }, 2.0, 1e30);
+  const double ta = BestMs([&] { amx->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
+                                          pool, num_threads); }, 2.0, tv);
+  if (ta < tv) return amx;
+  return amx->TakeFallback();
+#else
+  (void)d; (void)num_pixels; (void)pixel_base; (void)in_elems; (void)num_threads;
+  return p;
+#endif
+}
+
 }  // namespace
+
+bool IsAmxInt8(const PackedGemmInt8& p) {
+#if defined(__x86_64__) || defined(__i386__)
+  return dynamic_cast<const AmxInt8*>(&p) != nullptr;
+#else
+  (void)p;
+  return false;
+#endif
+}
 
 RowBlockInt8Kernel SelectRowBlockInt8() {
   const Isa isa = DetectIsa();
@@ -388,12 +652,17 @@ std::unique_ptr<PackedGemmInt8> PackGemmInt8(const GemmInt8Desc& d, KernelKind k
   if (kind == KernelKind::kDense || kind == KernelKind::kRowBlock) {
     auto p = std::make_unique<RowBlockInt8>(d, kind == KernelKind::kRowBlock, info);
     if (!p->ok()) return fail("PackGemmInt8: out of memory");
-    return p;
+    return WithAmx(std::move(p), d, num_pixels, pixel_base, in_elems, num_threads);
   }
-  auto dense = std::make_unique<RowBlockInt8>(d, false, info);
-  auto sparse = std::make_unique<RowBlockInt8>(d, true, info);
-  if (!dense->ok() || !sparse->ok()) return fail("PackGemmInt8: out of memory");
-  const bool worth = sparse->quads() < dense->quads() * 0.9;
+  auto dense_rb = std::make_unique<RowBlockInt8>(d, false, info);
+  auto sparse_rb = std::make_unique<RowBlockInt8>(d, true, info);
+  if (!dense_rb->ok() || !sparse_rb->ok()) return fail("PackGemmInt8: out of memory");
+  const bool worth = sparse_rb->quads() < dense_rb->quads() * 0.9;
+  std::unique_ptr<PackedGemmInt8> dense =
+      WithAmx(std::move(dense_rb), d, num_pixels, pixel_base, in_elems, num_threads);
+  std::unique_ptr<PackedGemmInt8> sparse =
+      worth ? WithAmx(std::move(sparse_rb), d, num_pixels, pixel_base, in_elems, num_threads)
+            : std::move(sparse_rb);
   double td = 0, ts = 0;
   if (worth || dense_ms || best_ms) {
     std::vector<int8_t> in((size_t)std::max<int64_t>(in_elems, 1), 3);

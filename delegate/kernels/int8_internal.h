@@ -62,6 +62,38 @@ constexpr int kInt8PixelTile = 8;  // runners split pixels on multiples of it (k
 constexpr int kWindowSpan = 64;    // elements of one gather window (one zmm of u8)
 constexpr int kWindowSlack = 64;   // readable elements past the input's end (window loads)
 
+// ---- int8 AMX row block (AMX-INT8: tdpbsud, s8 weights x u8 activations) ---------------------
+// For layers whose columns are taps x cin channels (cin % 4 == 0) read at pixel bases that are
+// multiples of cin, so that every input element sits at a *grid position* g = offset / cin: a
+// stride-1 conv's pixels are consecutive grid positions along a row of the padded input, a 1x1
+// conv's or a FC's pixels are all positions. Run transposes the input into planes of channel
+// quads (ToPlanarU8Avx512: plane q holds, for every grid position, the 4 bytes of channels
+// 4q..4q+3 as u8 = x + 128), so 16 consecutive positions of one plane are 64 contiguous bytes.
+// A B-tile row (K = 4 columns x 16 positions) has 4 *slots*: slot j holds a kept column whose
+// channel c has c % 4 == j (or none: weight 0), read from its plane at its tap's shift, so the
+// row is 4 loads and 3 byte blends (boff[64 ch + 4 i + j] = byte offset of row i's slot j:
+// plane * (c / 4) + 4 * tap_offset / cin, added to 4 * the sub-tile's first position). Rows
+// come in chunks of 16 (one A tile: a[1024 ch + 64 m + 4 i + j] = W[16g + m][slot j of row i]);
+// group g owns chunks cstart[g] .. cstart[g+1]-1 (at least one). Packing fills rows first from
+// channel quads holding >= 2 kept columns, then the remaining columns by slot.
+// Super-tiles: tile_nsub[t] (1-4) sub-tiles of 16 consecutive positions from tile_start[t];
+// tile_pix[64t + i] is the output pixel at position tile_start[t] + i, or -1 (padding columns:
+// computed, not stored).
+struct AmxInt8View {
+  int rows = 0, ngroups = 0, ntiles = 0;
+  const int32_t* cstart = nullptr;     // [ngroups + 1]
+  const int8_t* a = nullptr;           // [nchunks * 1024], 64-byte aligned
+  const int32_t* boff = nullptr;       // [nchunks * 64]
+  const int32_t* tile_start = nullptr; // [ntiles]
+  const int32_t* tile_nsub = nullptr;  // [ntiles]
+  const int32_t* tile_pix = nullptr;   // [ntiles * 64]
+  const int32_t* bias = nullptr;       // [ngroups * 16] (folded: - (input_zp + 128) * sum W)
+  const int32_t* mult = nullptr;       // [ngroups * 16]
+  const int32_t* lshift = nullptr;     // [ngroups * 16]
+  const int32_t* rshift = nullptr;     // [ngroups * 16]
+  int32_t out_zp = 0, act_min = -128, act_max = 127;
+};
+
 // ---- int8 depthwise (depth_multiplier 1) -----------------------------------------------------
 // Channels in groups of 16; group g keeps the taps tstart[g] .. tstart[g+1]-1 (sparse: only taps
 // nonzero in some lane), tap j at input offset toffs[j] with its 16 weights at w[16j] (int32) and
@@ -146,6 +178,8 @@ struct RowBlockInt8Kernel {
                          // from 4 kept columns: a half-empty one costs more than 2 window slots)
 };
 RowBlockInt8Kernel SelectRowBlockInt8();
+// Whether a packed layer runs the AMX kernel (tests).
+bool IsAmxInt8(const PackedGemmInt8& p);
 
 void RowBlockInt8Scalar(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                         int8_t*);
@@ -159,6 +193,14 @@ void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int,
 bool CpuHasAvx512Vnni();
 void ToU8Avx512(const int8_t* in, uint8_t* out, int64_t n);  // x ^ 0x80 (AVX-512BW)
 bool CpuHasAvx512Vbmi();  // vpermb (Ice Lake, Zen 4 and later); NPAS_INT8_NO_VBMI=1 hides it
+// AMX-INT8 usable (CPU + the OS granted tile state) with AVX-512 VNNI. NPAS_INT8_AMX=0 hides it;
+// NPAS_INT8_AMX=1 makes packing use it wherever the layer qualifies (tests), without timing it
+// against the VNNI kernel first.
+bool CpuHasAmxInt8();
+void ToPlanarU8Avx512(const int8_t* in, int64_t g0, int64_t g1, int cin, uint8_t* t,
+                      int64_t plane);
+void RowBlockInt8Amx(const AmxInt8View& v, const uint8_t* t, int t0, int t1, int g0, int g1,
+                     int8_t* out);
 #endif
 #if defined(__aarch64__)
 void RowBlockInt8NeonDot(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,

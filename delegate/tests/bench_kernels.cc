@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -107,7 +108,16 @@ static double BestMs(F&& f, int reps) {
   return t[0];
 }
 
+// NPAS_BENCH_CPUTIME=1: the calling thread's CPU time instead of wall time (1 thread only:
+// a preempted run then costs nothing extra on a busy machine).
 static double MsOnce(const std::function<void()>& f) {
+  if (getenv("NPAS_BENCH_CPUTIME")) {
+    timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    f();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    return (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) * 1e-6;
+  }
   auto a = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
@@ -115,7 +125,13 @@ static double MsOnce(const std::function<void()>& f) {
 
 static void BenchInt8(int th, int reps) {
   std::printf("int8 vs fp32 row-block, %d thread(s), fastest of %d interleaved runs (ms)\n", th, reps);
-  for (const Layer& l : {Fc(1024, 1024), Conv(256, 256, 3, 28)}) {
+  // The scalar kernel only where it is quick (NPAS_BENCH_SCALAR=1: on the convs too).
+  const bool skip_scalar = !getenv("NPAS_BENCH_SCALAR");
+  // NPAS_BENCH_VNNI_ONLY=1: only the AVX-512 int8 kernels (VNNI and AMX), for quick A/B runs.
+  const bool vnni_only = getenv("NPAS_BENCH_VNNI_ONLY") != nullptr;
+  const char* only = getenv("NPAS_BENCH_LAYER");  // a substring of the layer names
+  for (const Layer& l : {Fc(1024, 1024), Conv(256, 256, 3, 28), Conv(512, 512, 1, 14)}) {
+    if (only && l.name.find(only) == std::string::npos) continue;
     const int np = (int)l.pixel_base.size();
     std::vector<float> inf(l.in_elems);
     for (auto& x : inf) x = Uni();
@@ -142,6 +158,7 @@ static void BenchInt8(int th, int reps) {
       for (const char* isa : {"avx2", "avx512"}) {
         setenv("NPAS_ISA", isa, 1);
         if (DetectIsa() != (std::string(isa) == "avx2" ? Isa::kAvx2 : Isa::kAvx512)) continue;
+        if (vnni_only) continue;
         GemmDesc d;
         d.rows = l.rows; d.cols = l.cols; d.kh = d.kw = l.kh; d.cin = l.cin;
         d.weights = wf.data(); d.col_offset = l.col_offset.data(); d.act_min = 0.f;
@@ -151,10 +168,15 @@ static void BenchInt8(int th, int reps) {
         names.push_back(std::string("fp32-") + isa);
         runs.push_back([&, g] { g->Run(inf.data(), l.pixel_base.data(), np, outf.data(), SharedThreadPool(), th); });
       }
-      for (const char* isa : {"scalar", "avx2", "avx512"}) {
-        setenv("NPAS_ISA", isa, 1);
-        const char* kname = internal::SelectRowBlockInt8().name;
-        if (std::find(names.begin(), names.end(), std::string("int8-") + kname) != names.end()) continue;
+      for (const char* isa : {"scalar", "avx2", "avx512", "amx"}) {
+        const bool amx = std::string(isa) == "amx";
+        setenv("NPAS_ISA", amx ? "avx512" : isa, 1);
+        setenv("NPAS_INT8_AMX", amx ? "1" : "0", 1);
+        if (amx && !internal::CpuHasAmxInt8()) continue;
+        if (!amx && std::string(isa) == "scalar" && l.name.find("conv") == 0 && skip_scalar) continue;
+        if (vnni_only && std::string(isa) != "avx512" && !amx) continue;
+        const std::string kname = amx ? "avx512-amx" : internal::SelectRowBlockInt8().name;
+        if (std::find(names.begin(), names.end(), "int8-" + kname) != names.end()) continue;
         GemmInt8Desc d;
         d.rows = l.rows; d.cols = l.cols; d.kh = d.kw = l.kh; d.cin = l.cin;
         d.weights = w8.data(); d.col_offset = l.col_offset.data();
@@ -162,10 +184,11 @@ static void BenchInt8(int th, int reps) {
         std::string err;
         std::shared_ptr<PackedGemmInt8> g(PackGemmInt8(d, kind, np, l.pixel_base.data(), l.in_elems, th, nullptr, nullptr, &err).release());
         keep.push_back(g);
-        names.push_back(std::string("int8-") + kname);
+        names.push_back("int8-" + kname);
         runs.push_back([&, g] { g->Run(in8.data(), l.in_elems, l.pixel_base.data(), np, out8.data(), SharedThreadPool(), th); });
       }
       unsetenv("NPAS_ISA");
+      unsetenv("NPAS_INT8_AMX");
       std::vector<double> best(runs.size(), 1e30);
       for (auto& r : runs) r();  // warm-up
       for (int i = 0; i < reps; ++i)

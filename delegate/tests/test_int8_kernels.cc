@@ -3,7 +3,8 @@
 // direct (unpacked) reference of TFLite's int8 conv / FC / depthwise arithmetic, over a grid of
 // geometries, zero points, activations and pruned weights. Every ISA of this CPU is forced in turn
 // with NPAS_ISA (x86: scalar, avx2, avx512 = VNNI, with the vpermb window kernel if the CPU has
-// VBMI and again without it, NPAS_INT8_NO_VBMI=1; aarch64: scalar, neon = dot product or plain
+// VBMI and again without it, NPAS_INT8_NO_VBMI=1, and the AMX-INT8 kernel, NPAS_INT8_AMX=1, on
+// CPUs with AMX; aarch64: scalar, neon = dot product or plain
 // NEON, whichever the CPU has; run_aarch64.sh runs both under qemu). Exit code 0 iff all passed.
 #include <cmath>
 #include <cstdio>
@@ -147,13 +148,18 @@ static void Prune(std::vector<int8_t>& w, int rows, int cols, int mode, double d
 
 struct Forced {
   Isa isa;
-  bool no_vbmi;  // NPAS_INT8_NO_VBMI=1: the VNNI kernel without vpermb windows
+  bool no_vbmi;      // NPAS_INT8_NO_VBMI=1: the VNNI kernel without vpermb windows
+  bool amx = false;  // NPAS_INT8_AMX=1: the AMX kernel wherever the layer fits it (else =0)
 };
 static std::vector<Forced> g_isas;  // ISAs to force (main)
 static void Force(const Forced& f) {
   setenv("NPAS_ISA", IsaName(f.isa), 1);
   if (f.no_vbmi) setenv("NPAS_INT8_NO_VBMI", "1", 1);
   else unsetenv("NPAS_INT8_NO_VBMI");
+  setenv("NPAS_INT8_AMX", f.amx ? "1" : "0", 1);
+}
+static const char* KernelName(const Forced& f) {
+  return f.amx ? "avx512-amx" : internal::SelectRowBlockInt8().name;
 }
 
 static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mode, double density,
@@ -212,6 +218,7 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
     const char* isa = IsaName(forced.isa);
     Force(forced);
     const internal::RowBlockInt8Kernel want = internal::SelectRowBlockInt8();
+    const char* kname = KernelName(forced);
     for (int threads : {1, 2}) {
       std::vector<KernelKind> kinds = {KernelKind::kDense, KernelKind::kRowBlock, KernelKind::kAuto};
       if (L.depthwise) kinds = {KernelKind::kDense, KernelKind::kRowBlock};
@@ -238,13 +245,17 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
           if (!k) { Check(false, L.name + " pack: " + err); continue; }
           k->Run(in.data(), in_elems, b.pixel_base.data(), b.pixels, out.data(), SharedThreadPool(), threads);
           Check(k->isa() == want.isa, L.name + " NPAS_ISA=" + isa + ": kernel ISA " + IsaName(k->isa()));
+          const bool amx_layer = L.name.find("(amx)") != std::string::npos;
+          if (!forced.amx || amx_layer)
+            Check(internal::IsAmxInt8(*k) == forced.amx,
+                  L.name + ": AMX kernel used iff forced (NPAS_INT8_AMX=1)");
         }
         size_t bad = 0;
         for (size_t i = 0; i < out.size(); ++i) bad += out[i] != ref[i];
         *exact_total += (int64_t)(out.size() - bad);
         char buf[256];
         std::snprintf(buf, sizeof(buf), "%s zp=%d/%d act=%d prune=%d isa=%s t=%d kind=%s: %zu of %zu differ",
-                      L.name.c_str(), in_zp, out_zp, act, prune_mode, want.name, threads,
+                      L.name.c_str(), in_zp, out_zp, act, prune_mode, kname, threads,
                       KernelKindName(kind), bad, out.size());
         Check(bad == 0, buf);
       }
@@ -252,6 +263,7 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
   }
   unsetenv("NPAS_ISA");
   unsetenv("NPAS_INT8_NO_VBMI");
+  unsetenv("NPAS_INT8_AMX");
 }
 
 int main() {
@@ -263,21 +275,23 @@ int main() {
     g_isas.push_back({Isa::kAvx512, false});
     setenv("NPAS_ISA", "avx512", 1);
     if (internal::SelectRowBlockInt8().windows) g_isas.push_back({Isa::kAvx512, true});
+    if (internal::CpuHasAmxInt8()) g_isas.push_back({Isa::kAvx512, false, true});
   }
   if (best == Isa::kNeon) g_isas.push_back({Isa::kNeon, false});
   std::printf("int8 kernels tested:");
   for (const Forced& f : g_isas) {
     Force(f);
-    std::printf(" %s", internal::SelectRowBlockInt8().name);
+    std::printf(" %s", KernelName(f));
   }
   std::printf("\nint8 depthwise kernels tested:");
   for (const Forced& f : g_isas)
-    if (!f.no_vbmi) {
+    if (!f.no_vbmi && !f.amx) {
       Force(f);
       std::printf(" %s", internal::SelectDepthwiseInt8().name);
     }
   unsetenv("NPAS_ISA");
   unsetenv("NPAS_INT8_NO_VBMI");
+  unsetenv("NPAS_INT8_AMX");
   std::printf("\n");
   std::vector<Layer> layers;
   auto add = [&](Layer l) { layers.push_back(l); };
@@ -288,6 +302,11 @@ int main() {
   Layer c3s = c3; c3s.name = "conv3x3 s2 same 12->32 9x7"; c3s.h = 9; c3s.w = 7; c3s.cin = 12; c3s.cout = 32; c3s.sh = c3s.sw = 2; add(c3s);
   Layer c3v = c3; c3v.name = "conv3x3 valid 3->17 9x9 n2"; c3v.same = false; c3v.h = c3v.w = 9; c3v.cin = 3; c3v.cout = 17; c3v.n = 2; add(c3v);
   Layer c3w = c3; c3w.name = "conv3x3 same 80->24 5x6 (windows across taps)"; c3w.h = 5; c3w.w = 6; c3w.cin = 80; c3w.cout = 24; add(c3w);
+  // Layers the AMX kernel takes (grid geometry: stride 1, cin % 4 == 0, >= 16 pixels): several
+  // super-tiles and a partial one, cin not a multiple of 64, 2 images, a FC batch of 20.
+  Layer a3 = c3; a3.name = "conv3x3 same 36->40 11x13 n2 (amx)"; a3.h = 11; a3.w = 13; a3.cin = 36; a3.cout = 40; a3.n = 2; add(a3);
+  Layer a1 = c1; a1.name = "conv1x1 132->24 9x10 (amx)"; a1.h = 9; a1.w = 10; a1.cin = 132; a1.cout = 24; add(a1);
+  Layer af = fc; af.name = "fc 50x68 b20 (amx)"; af.n = 20; af.cin = 68; af.cout = 50; add(af);
   Layer dw; dw.name = "dw3x3 same 40 8x8"; dw.depthwise = true; dw.h = dw.w = 8; dw.cin = 40; dw.kh = dw.kw = 3; dw.same = true; add(dw);
   Layer dw5 = dw; dw5.name = "dw5x5 s2 same 64 9x7"; dw5.kh = dw5.kw = 5; dw5.cin = 64; dw5.h = 9; dw5.w = 7; dw5.sh = dw5.sw = 2; add(dw5);
   Layer dw3 = dw; dw3.name = "dw3x3 valid 21 6x6 n2"; dw3.same = false; dw3.cin = 21; dw3.h = dw3.w = 6; dw3.n = 2; add(dw3);
