@@ -74,6 +74,7 @@ def layers_suite(args):
     runs = 10 if args.quick else args.runs
     rng = np.random.default_rng(0)
     cases = []
+    load_before = os.getloadavg()
     for kind in kinds:
         for density in (0.125, 1.0):
             model, shape = build(kind, density, rng)
@@ -99,11 +100,30 @@ def layers_suite(args):
                   f"(x{rf['speedup']:.2f}, claimed {rf['claimed']}) | npas fp32/int8 "
                   f"{rf['npas_ms'] / r8['npas_ms']:.2f}", flush=True)
     out = {"benchmark": "quantization", "machine": platform.processor() or platform.machine(),
+           "cpu": _cpu_model(),
+           "command": "python " + " ".join(shlex.quote(x) for x in
+                                           ["benchmarks/quantization.py"] + args.argv),
+           "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else None,
+           "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
            "cases": cases}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print("wrote", args.out)
     return out
+
+
+def _cpu_model():
+    """The CPU's model name (the machine differs between runs; stock XNNPACK int8 uses AMX
+    where the CPU has it, which changes the baseline)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+            flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+        extra = [x for x in ("avx512_vnni", "avx512vbmi", "amx_int8") if f" {x}" in flags]
+        return ", ".join(names[:1] + extra) or None
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------------- models suite (issue 6)

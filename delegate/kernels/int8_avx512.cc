@@ -411,6 +411,12 @@ template <int NS>
 static inline void BuildB(const AmxInt8View& v, const uint8_t* base, int ch, uint8_t* buf) {
   const __mmask64 m1 = 0x2222222222222222ull, m2 = 0x4444444444444444ull,
                   m3 = 0x8888888888888888ull;
+  if (v.cdirect[ch] >= 0) {  // read in place by tileloadd: fetch its lines into L1 now
+    const uint8_t* p = base + v.cdirect[ch];
+    for (int i = 0; i < 16; ++i, p += v.plane)
+      for (int k = 0; k < NS; ++k) _mm_prefetch((const char*)p + 64 * k, _MM_HINT_T0);
+    return;
+  }
   const int32_t* o = v.boff + 64 * ch;
   for (int i = 0; i < 16; ++i, o += 4) {
     for (int k = 0; k < NS; ++k) {
@@ -492,19 +498,23 @@ static void SuperTile(const AmxInt8View& v, const uint8_t* base, const int32_t* 
       if (NS > 2) _tile_zero(2);
       if (NS > 3) _tile_zero(3);
     }
+    // Sub-tile k's B: built rows (stride 64), or a direct chunk's planes (stride `plane`).
+    const int32_t dir = v.cdirect[ch];
+    const uint8_t* bk = dir >= 0 ? base + dir : b;
+    const int64_t bstep = dir >= 0 ? 64 : 1024, bstride = dir >= 0 ? v.plane : 64;
     _tile_loadd(4, v.a + 1024 * (int64_t)ch, 64);
-    _tile_loadd(5, b, 64);
+    _tile_loadd(5, bk, bstride);
     _tile_dpbsud(0, 4, 5);
     if (NS > 1) {
-      _tile_loadd(6, b + 1024, 64);
+      _tile_loadd(6, bk + bstep, bstride);
       _tile_dpbsud(1, 4, 6);
     }
     if (NS > 2) {
-      _tile_loadd(7, b + 2048, 64);
+      _tile_loadd(7, bk + 2 * bstep, bstride);
       _tile_dpbsud(2, 4, 7);
     }
     if (NS > 3) {
-      _tile_loadd(5, b + 3072, 64);
+      _tile_loadd(5, bk + 3 * bstep, bstride);
       _tile_dpbsud(3, 4, 5);
     }
     if (first && pending >= 0) {

@@ -381,8 +381,33 @@ class AmxInt8 : public PackedGemmInt8 {
       // Rows of 4 slots: (tap, channel) per slot, channel % 4 == slot; -1 = empty.
       std::vector<std::array<std::pair<int, int>, 4>> rowsv;
       std::vector<std::pair<int, int>> singles[4];
+      // Direct chunks: a tap's block of 16 planes (64 channels) where the group keeps >= 16
+      // columns is read by tileloadd straight from the planar input (row stride = the plane):
+      // a gathered row costs about as much as 4 tdpbsud rows, so from 16 of 64 columns on the
+      // whole block is cheaper. Dense layers are all direct chunks (when cin % 64 == 0).
+      std::vector<uint8_t> direct((size_t)taps * (cq_n / 16), 0);
+      for (int t = 0; t < taps; ++t)
+        for (int b = 0; b < cq_n / 16; ++b) {
+          int kept = 0;
+          for (int c = 64 * b; c < 64 * b + 64; ++c) {
+            bool used = !sparse;
+            for (int r = r0; r < r1 && !used; ++r) used = weight(r, t, c) != 0;
+            kept += used;
+          }
+          if (kept < 16) continue;
+          direct[(size_t)t * (cq_n / 16) + b] = 1;
+          a.resize(a.size() + 1024, 0);
+          const size_t abase = a.size() - 1024;
+          for (int r = r0; r < r1; ++r)
+            for (int c = 0; c < 64; ++c) a[abase + 64 * (r - r0) + c] = weight(r, t, 64 * b + c);
+          const int32_t off = (int32_t)(16 * b * m->plane_ + 4 * tapg[t]);
+          for (int i = 0; i < 64; ++i) m->boff_.push_back(off);
+          m->cdirect_.push_back(off);
+        }
+      const bool any_direct = (int64_t)a.size() / 1024 > m->cstart_[g];
       for (int t = 0; t < taps; ++t)
         for (int q = 0; q < cq_n; ++q) {
+          if (q / 16 < cq_n / 16 && direct[(size_t)t * (cq_n / 16) + q / 16]) continue;
           int n = 0;
           bool used[4];
           for (int j = 0; j < 4; ++j) {
@@ -415,9 +440,13 @@ class AmxInt8 : public PackedGemmInt8 {
           if (rowsv[r][j].first < 0) rowsv[r][j] = singles[j][k++];
         }
       }
-      const size_t nrows = std::max<size_t>(16, (rowsv.size() + 15) / 16 * 16);
+      const size_t nrows =
+          any_direct ? (rowsv.size() + 15) / 16 * 16 : std::max<size_t>(16, (rowsv.size() + 15) / 16 * 16);
       for (size_t i = 0; i < nrows; ++i) {
-        if (i % 16 == 0) a.resize(a.size() + 1024, 0);
+        if (i % 16 == 0) {
+          a.resize(a.size() + 1024, 0);
+          m->cdirect_.push_back(-1);
+        }
         const size_t abase = a.size() - 1024;
         int32_t any_off = 0;  // an empty slot reads a valid place (its weight is 0)
         if (i < rowsv.size())
@@ -462,6 +491,8 @@ class AmxInt8 : public PackedGemmInt8 {
     v.cstart = m->cstart_.data();
     v.a = (const int8_t*)m->a_.p;
     v.boff = m->boff_.data();
+    v.cdirect = m->cdirect_.data();
+    v.plane = m->plane_;
     v.tile_start = m->tile_start_.data();
     v.tile_nsub = m->tile_nsub_.data();
     v.tile_pix = m->tile_pix_.data();
@@ -527,7 +558,7 @@ class AmxInt8 : public PackedGemmInt8 {
   AmxInt8() = default;
   int cin_ = 0;
   int64_t grid_ = 0, plane_ = 0, in_elems_ = 0;
-  std::vector<int32_t> cstart_, boff_, tile_start_, tile_nsub_, tile_pix_, pixel_base_;
+  std::vector<int32_t> cstart_, boff_, cdirect_, tile_start_, tile_nsub_, tile_pix_, pixel_base_;
   Aligned a_, bias_, mult_, lsh_, rsh_;
   size_t abytes_ = 0;
   AmxInt8View v_;

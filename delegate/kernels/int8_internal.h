@@ -75,7 +75,10 @@ constexpr int kWindowSlack = 64;   // readable elements past the input's end (wi
 // plane * (c / 4) + 4 * tap_offset / cin, added to 4 * the sub-tile's first position). Rows
 // come in chunks of 16 (one A tile: a[1024 ch + 64 m + 4 i + j] = W[16g + m][slot j of row i]);
 // group g owns chunks cstart[g] .. cstart[g+1]-1 (at least one). Packing fills rows first from
-// channel quads holding >= 2 kept columns, then the remaining columns by slot.
+// channel quads holding >= 2 kept columns, then the remaining columns by slot. A *direct* chunk
+// covers one tap's 16 consecutive planes (64 channels, kept when the group keeps >= 16 of them):
+// its B tile is loaded straight from the planar input at cdirect[ch] with row stride `plane`
+// (no gathering), A holding the 64 columns in channel order.
 // Super-tiles: tile_nsub[t] (1-4) sub-tiles of 16 consecutive positions from tile_start[t];
 // tile_pix[64t + i] is the output pixel at position tile_start[t] + i, or -1 (padding columns:
 // computed, not stored).
@@ -84,6 +87,8 @@ struct AmxInt8View {
   const int32_t* cstart = nullptr;     // [ngroups + 1]
   const int8_t* a = nullptr;           // [nchunks * 1024], 64-byte aligned
   const int32_t* boff = nullptr;       // [nchunks * 64]
+  const int32_t* cdirect = nullptr;    // [nchunks]: >= 0: a direct chunk (below), else -1
+  int64_t plane = 0;                   // bytes between planes
   const int32_t* tile_start = nullptr; // [ntiles]
   const int32_t* tile_nsub = nullptr;  // [ntiles]
   const int32_t* tile_pix = nullptr;   // [ntiles * 64]

@@ -172,7 +172,11 @@ static void BenchInt8(int th, int reps) {
         const bool amx = std::string(isa) == "amx";
         setenv("NPAS_ISA", amx ? "avx512" : isa, 1);
         setenv("NPAS_INT8_AMX", amx ? "1" : "0", 1);
+#if defined(__x86_64__) || defined(__i386__)
         if (amx && !internal::CpuHasAmxInt8()) continue;
+#else
+        if (amx) continue;
+#endif
         if (!amx && std::string(isa) == "scalar" && l.name.find("conv") == 0 && skip_scalar) continue;
         if (vnni_only && std::string(isa) != "avx512" && !amx) continue;
         const std::string kname = amx ? "avx512-amx" : internal::SelectRowBlockInt8().name;

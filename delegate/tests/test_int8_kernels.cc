@@ -275,7 +275,9 @@ int main() {
     g_isas.push_back({Isa::kAvx512, false});
     setenv("NPAS_ISA", "avx512", 1);
     if (internal::SelectRowBlockInt8().windows) g_isas.push_back({Isa::kAvx512, true});
+#if defined(__x86_64__) || defined(__i386__)
     if (internal::CpuHasAmxInt8()) g_isas.push_back({Isa::kAvx512, false, true});
+#endif
   }
   if (best == Isa::kNeon) g_isas.push_back({Isa::kNeon, false});
   std::printf("int8 kernels tested:");
