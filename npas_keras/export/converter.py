@@ -31,6 +31,9 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         already lie on a 4-bit grid k * s per output channel (`quantization.apply_bits`); it is
         stored as int8 k with scale s (same real weights) in the standard format and packed two
         weights per byte in the npas format. A layer off the grid raises ValueError.
+        GRU / LSTM / SimpleRNN layers take 4 bits too (kernel and recurrent kernel): their
+        FULLY_CONNECTED ops (unrolled: one per time step, all reading one weight tensor) get
+        int8 k with scale s; a tensor read by several ops stays builtin in both formats.
 
     Both formats record per-layer scheme metadata ("npas_schemes"), read back by
     `npas_keras.inspect`. Writes `path` and returns it; with path=None returns the bytes.
