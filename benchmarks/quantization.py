@@ -548,7 +548,7 @@ def models_suite(args, keep=None):
             "qat_lr": args.qat_lr, "batch_size": a.batch_size, "scheme": SCHEME,
             "compression": comps[0], "compressions": comps, "mixed_budget": args.mixed_budget,
             "calibration_images": len(x_rep), "tf_intra_op_threads": 1,
-            "load_before": os.getloadavg()[0]}
+            "load_before": os.getloadavg()[0], "machine": accuracy.machine()}
         path = lambda v: os.path.join(args.model_dir, f"{kind}_{v}.tflite")  # noqa: E731
         common = dict(test=test, args=args)
 

@@ -1,0 +1,47 @@
+"""benchmarks/quantization.py --suite models: the issue 6 targets read per model and per
+compression from result rows (synthetic rows, hand-checked figures; no training)."""
+import importlib.util
+import os
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "quantization.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("quantization_bench", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(variant, acc, bops_red, comp=None, forced=None, npas=None):
+    r = {"model": "gru", "variant": variant, "tflite_accuracy": acc,
+         "bops_reduction_vs_dense_fp32": bops_red, "npas_ms": npas, "speedup": 1.0,
+         "forced_row_block": None if forced is None else {"npas_ms": forced, "speedup": 2.0}}
+    if comp is not None:
+        r["compression"] = comp
+    return r
+
+
+def test_readings_per_compression(bench):
+    cases = [_row("dense_fp32", 0.89, 1.0),
+             _row("pruned_fp32", 0.82, 8.0, 8, forced=0.2, npas=0.2),
+             _row("pruned_int8", 0.82, 128.0, 8, forced=0.1, npas=0.1),
+             {"model": "gru", "variant": "pruned_mixed", "stage": "x", "error": "failed"},
+             _row("pruned_fp32_2x", 0.888, 2.0, 2, forced=0.3, npas=0.3),
+             _row("pruned_int8_2x", 0.886, 32.0, 2, forced=0.25, npas=0.25),
+             _row("pruned_mixed_2x", 0.8795, 64.0, 2, forced=0.25, npas=0.25)]
+    r = bench.readings(cases)
+    assert set(r) == {"gru", "gru 2x", "gru (any compression)"}
+    bops = "BOPs reduction >= 30x at <= 1 point loss vs dense fp32"
+    assert r["gru"]["compression"] == 8 and r["gru 2x"]["compression"] == 2
+    assert r["gru"]["int8_npas_vs_fp32_npas_forced"] == 2.0             # 0.2 / 0.1
+    assert r["gru"]["targets"][bops] is False                           # 128x but -7 points
+    assert "mixed_bops_reduction" not in r["gru"]                       # failed row skipped
+    assert r["gru 2x"]["int8_npas_vs_fp32_npas_forced"] == 1.2          # 0.3 / 0.25
+    assert r["gru 2x"]["int8_accuracy_minus_dense_fp32"] == pytest.approx(-0.004)
+    assert r["gru 2x"]["mixed_accuracy_minus_dense_fp32"] == pytest.approx(-0.0105)
+    assert r["gru 2x"]["targets"][bops] is True                         # int8: 32x at -0.4
+    assert r["gru (any compression)"][bops] is True
