@@ -31,9 +31,11 @@ latency after pre-training; "reference": the dense model trained for the same ep
 final pruned model (pre-training + epochs [+ final epochs]); "equal_compute": trained for
 pre-training + trials x epochs}, "runs": [{"method", "seed", "best_score", "best_latency_ms",
 "trials", "feasible_trials", "training_epochs", "rejected", "seconds", "points": [{accuracy,
-latency_ms, feasible}], "final"}], "summary": {method: {"mean_best_score", "best_scores",
-"best_latencies_ms", "mean_feasible_fraction", "training_epochs", "final_accuracies"}}}, and a
-PNG (accuracy vs latency, best per method) beside it.
+latency_ms, feasible[, mapping]}], "final"}], "summary": {method: {"seeds",
+"mean_best_score", "std_best_score", "sem_best_score", "best_scores", "best_latencies_ms",
+"mean_feasible_fraction", "training_epochs", "final_accuracies"}}, "paired": {"npas-<method>":
+{"best_score" / "final_accuracy": {"seeds", "differences", "mean", "sem", "wins", "losses"}}}},
+and a PNG (accuracy vs latency, best per method) beside it.
 """
 import argparse
 import json
@@ -225,8 +227,8 @@ def summarize(runs, methods):
                                if complete and len(scores) > 1 else None),
             "best_scores": scores,
             "best_latencies_ms": [r["best_latency_ms"] for r in rs],
-            "mean_feasible_fraction": float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
-                                                     for r in rs])),
+            "mean_feasible_fraction": (float(np.mean([r["feasible_trials"] / max(r["trials"], 1)
+                                                      for r in rs])) if rs else None),
             "training_epochs": int(sum(r["training_epochs"] for r in rs)),
             "training_epochs_per_seed": [r["training_epochs"] for r in rs],
             "final_accuracies": [r["final"]["accuracy"] if "final" in r else None for r in rs],
