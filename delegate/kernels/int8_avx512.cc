@@ -46,6 +46,34 @@ namespace {
 // TFLite's SaturatingRoundingDoublingHighMul as floor((x * m + 2^30) / 2^31) (int8_internal.h;
 // m >= 0 by packing, so the saturating case never occurs). Even lanes: the low dword of the
 // shifted 64-bit sum; odd lanes: the high dword of the sum shifted left by 1 (the same 32 bits).
+// 16x16 dword transpose in registers: r[i] lane j -> r[j] lane i.
+static inline void Transpose16x16Epi32(__m512i r[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 16; i += 2) {
+    a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    b[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
+    b[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
+    b[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
+    b[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
+  }
+  // b[4k + m] lane block L (128-bit) holds rows 4k..4k+3 of column 4L + m'.
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0x88);
+    a[4 + i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0xDD);
+    a[8 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0x88);
+    a[12 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0xDD);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0xDD);
+    r[4 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0xDD);
+  }
+}
+
 static inline __m512i HighMul(__m512i x, __m512i m) {
   const __m512i half = _mm512_set1_epi64(1ll << 30);
   const __m512i even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, m), half), 31);
@@ -361,31 +389,7 @@ void ToPlanarU8Avx512(const int8_t* in, int64_t g0, int64_t g1, int cin, uint8_t
       for (int i = 0; i < 16; ++i)
         r[i] = i < ng ? _mm512_maskz_loadu_epi8(cmask, in + (gb + i) * cin + 4 * cb)
                       : _mm512_setzero_si512();
-      // 16x16 dword transpose: r[i] lane j -> r'[j] lane i.
-      __m512i a[16], b[16];
-      for (int i = 0; i < 16; i += 2) {
-        a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-      }
-      for (int i = 0; i < 16; i += 4) {
-        b[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
-        b[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
-        b[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
-        b[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
-      }
-      // b[4k + m] lane block L (128-bit) holds rows 4k..4k+3 of column 4L + m'.
-      for (int i = 0; i < 4; ++i) {
-        a[i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0x88);
-        a[4 + i] = _mm512_shuffle_i32x4(b[i], b[4 + i], 0xDD);
-        a[8 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0x88);
-        a[12 + i] = _mm512_shuffle_i32x4(b[8 + i], b[12 + i], 0xDD);
-      }
-      for (int i = 0; i < 4; ++i) {
-        r[i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0x88);
-        r[8 + i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0xDD);
-        r[4 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0x88);
-        r[12 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0xDD);
-      }
+      Transpose16x16Epi32(r);
       for (int j = 0; j < nq; ++j)
         _mm512_mask_storeu_epi8(t + (int64_t)(cb + j) * plane + 4 * gb, gmask,
                                 _mm512_xor_si512(r[j], flip));
@@ -434,30 +438,9 @@ static inline void BuildB(const AmxInt8View& v, const uint8_t* base, int ch, uin
 // positions' pixels (16x16 dword transpose, then per pixel the VNNI kernels' requantization).
 static inline void StoreC(const AmxInt8View& v, const int32_t* c, const int32_t* pix, int g,
                           int8_t* out) {
-  __m512i r[16], a[16], bb[16];
+  __m512i r[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(c + 16 * i);
-  for (int i = 0; i < 16; i += 2) {
-    a[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    a[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    bb[i] = _mm512_unpacklo_epi64(a[i], a[i + 2]);
-    bb[i + 1] = _mm512_unpackhi_epi64(a[i], a[i + 2]);
-    bb[i + 2] = _mm512_unpacklo_epi64(a[i + 1], a[i + 3]);
-    bb[i + 3] = _mm512_unpackhi_epi64(a[i + 1], a[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    a[i] = _mm512_shuffle_i32x4(bb[i], bb[4 + i], 0x88);
-    a[4 + i] = _mm512_shuffle_i32x4(bb[i], bb[4 + i], 0xDD);
-    a[8 + i] = _mm512_shuffle_i32x4(bb[8 + i], bb[12 + i], 0x88);
-    a[12 + i] = _mm512_shuffle_i32x4(bb[8 + i], bb[12 + i], 0xDD);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0x88);
-    r[8 + i] = _mm512_shuffle_i32x4(a[i], a[8 + i], 0xDD);
-    r[4 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0x88);
-    r[12 + i] = _mm512_shuffle_i32x4(a[4 + i], a[12 + i], 0xDD);
-  }
+  Transpose16x16Epi32(r);
   const __m512i zp = _mm512_set1_epi32(v.out_zp);
   const __m512i lo = _mm512_set1_epi32(v.act_min), hi = _mm512_set1_epi32(v.act_max);
   const __m512i bias = _mm512_load_si512(v.bias + g * 16);
