@@ -45,3 +45,16 @@ def test_readings_per_compression(bench):
     assert r["gru 2x"]["mixed_accuracy_minus_dense_fp32"] == pytest.approx(-0.0105)
     assert r["gru 2x"]["targets"][bops] is True                         # int8: 32x at -0.4
     assert r["gru (any compression)"][bops] is True
+
+
+def test_repeated_reports_medians(bench):
+    """--repeat: the median of each figure over the compare() runs, every speedup kept."""
+    runs = iter([{"baseline_ms": 3.0, "npas_ms": 1.0, "speedup": 3.0, "max_abs_err": 0.0,
+                  "claimed": 1},
+                 {"baseline_ms": 4.0, "npas_ms": 2.0, "speedup": 2.0, "max_abs_err": 1.0,
+                  "claimed": 1},
+                 {"baseline_ms": 5.0, "npas_ms": 1.0, "speedup": 5.0, "max_abs_err": 0.0,
+                  "claimed": 1}])
+    r = bench.repeated(lambda: next(runs), 3)
+    assert (r["baseline_ms"], r["npas_ms"], r["speedup"]) == (4.0, 1.0, 3.0)
+    assert r["speedups"] == [3.0, 2.0, 5.0] and r["max_abs_err"] == 1.0 and r["claimed"] == 1
