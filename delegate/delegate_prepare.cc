@@ -150,21 +150,7 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
     KernelKind k = opt.kernel == KernelKind::kPixelVector ? KernelKind::kRowBlock : opt.kernel;
     if (!PackNode(ctx, st.get(), k, &err)) return decline("pack_failed", err);
   } else {
-    GemmInt8Desc gd;
-    gd.rows = s.rows;
-    gd.cols = s.cols;
-    gd.kh = s.op == OpKind::kConv2D ? s.kh : 1;
-    gd.kw = s.op == OpKind::kConv2D ? s.kw : 1;
-    gd.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
-    gd.weights = w;
-    gd.bias = s.BiasInt32(ctx);
-    gd.col_offset = st->col_offset.data();
-    gd.multiplier = s.multiplier.data();
-    gd.shift = s.shift.data();
-    gd.input_zp = s.input_zp;
-    gd.output_zp = s.output_zp;
-    gd.act_min = s.act_min_q;
-    gd.act_max = s.act_max_q;
+    const GemmInt8Desc gd = MakeGemmInt8Desc(ctx, *st, w);
     st->gemm8 = PackGemmInt8(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
                              st->geo.in_elems, threads, &st->dense_ms, &st->best_ms, &err);
     if (!st->gemm8) return decline("pack_failed", err);

@@ -523,6 +523,26 @@ void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_
             ((n * geo.hp + oy * spec.stride_h) * geo.wp + ox * spec.stride_w) * spec.cin;
 }
 
+GemmInt8Desc MakeGemmInt8Desc(const TfLiteContext* ctx, const NodeState& st, const int8_t* w) {
+  const LayerSpec& s = st.spec;
+  GemmInt8Desc d;
+  d.rows = s.rows;
+  d.cols = s.cols;
+  d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
+  d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
+  d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
+  d.weights = w;
+  d.bias = s.BiasInt32(ctx);
+  d.col_offset = st.col_offset.data();
+  d.multiplier = s.multiplier.data();
+  d.shift = s.shift.data();
+  d.input_zp = s.input_zp;
+  d.output_zp = s.output_zp;
+  d.act_min = s.act_min_q;
+  d.act_max = s.act_max_q;
+  return d;
+}
+
 bool PackNodeInt8(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error) {
   const LayerSpec& s = st->spec;
   const int8_t* w = s.WeightsInt8(ctx);
@@ -550,21 +570,7 @@ bool PackNodeInt8(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std:
     st->structure = st->dw8->structure();
     return true;
   }
-  GemmInt8Desc d;
-  d.rows = s.rows;
-  d.cols = s.cols;
-  d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
-  d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
-  d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
-  d.weights = w;
-  d.bias = s.BiasInt32(ctx);
-  d.col_offset = st->col_offset.data();
-  d.multiplier = s.multiplier.data();
-  d.shift = s.shift.data();
-  d.input_zp = s.input_zp;
-  d.output_zp = s.output_zp;
-  d.act_min = s.act_min_q;
-  d.act_max = s.act_max_q;
+  const GemmInt8Desc d = MakeGemmInt8Desc(ctx, *st, w);
   st->gemm8 = PackGemmInt8(d, kind, st->geo.num_pixels, st->pixel_base.data(), st->geo.in_elems,
                            st->num_threads, nullptr, nullptr, error);
   if (!st->gemm8) return false;
