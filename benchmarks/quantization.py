@@ -413,11 +413,31 @@ def pruned_rows(kind, comp, first, runner, a, accuracy, x_rep, path, bops_dense,
     # layers on their grid, recurrent cells included), exported with weight_bits: standard int8
     # file (4-bit layers stored exactly as int8 k with scale s) and npas format (4-bit packed)
     choice = q.select_bits(stripped, budget=args.mixed_budget)
-    stage, error, mixed = "apply_bits", None, None
+    stage, error, mixed, t0 = "apply_bits", None, None, time.time()
     try:
         mixed = q.apply_bits(stripped, choice["bits"])
     except ValueError as e:
         error = str(e)
+    if not error and args.mixed_qat_epochs > 0:
+        # QAT on the chosen grids (bits_qat, straight-through estimator) from the float model;
+        # the post-training copy's accuracy is kept for comparison
+        runner.compile(mixed, a.finetune_lr)
+        extra["keras_accuracy_post_training"] = round(runner.evaluate(mixed), 6)
+        stage = "bits_qat"
+        try:
+            mixed = runner.keras.models.clone_model(stripped)
+            mixed.set_weights(stripped.get_weights())
+            runner.compile(mixed, args.qat_lr)
+            runner.fit(mixed, args.mixed_qat_epochs,
+                       callbacks=[q.bits_qat(mixed, choice["bits"])])
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON, the suite goes on
+            error, mixed = f"{type(e).__name__}: {e}"[:3000], None
+        extra["mixed_method"] = (f"bits_qat (straight-through estimator on the 8/4-bit grids, "
+                                 f"zeros frozen), {args.mixed_qat_epochs} epoch(s) at lr "
+                                 f"{args.qat_lr}")
+        extra["mixed_qat_seconds"] = round(time.time() - t0, 1)
+    elif not error:
+        extra["mixed_method"] = "apply_bits (post-training fake quantization)"
     if not error:
         stage, error = "export int8 (TFLite converter)", export_int8_isolated(
             batch_one(mixed), x_rep, path("pruned_mixed" + sfx), weight_bits=choice["bits"])
@@ -599,8 +619,9 @@ def models_suite(args, keep=None):
                    "interleaved, median, batch 1; forced_row_block = delegate option "
                    "kernel=row_block. int8_npas_vs_fp32_npas divides medians of two separate "
                    "runs (not interleaved with each other)",
-        "mixed": "select_bits (8/4-bit weights per layer, BOPs budget) + apply_bits "
-                 "(post-training fake quantization of the stripped fp32 model, no QAT), "
+        "mixed": "select_bits (8/4-bit weights per layer, BOPs budget), then mixed_method: "
+                 "bits_qat fine-tuning of the stripped fp32 model on those grids "
+                 "(keras_accuracy_post_training: apply_bits alone, no QAT), "
                  "exported with export(weight_bits=bits): the standard file stores 4-bit "
                  "layers exactly as int8 values k with scale s; npas_format is the npas export "
                  "(compact NPAS custom ops, 4-bit values packed two per byte), run only by the "
@@ -675,6 +696,9 @@ def main(argv=None):
     g.add_argument("--models", nargs="+", choices=("cnn", "gru"), default=["cnn", "gru"])
     g.add_argument("--qat-epochs", type=int, default=1)
     g.add_argument("--qat-lr", type=float, default=1e-4)
+    g.add_argument("--mixed-qat-epochs", type=int, default=1,
+                   help="mixed rows: epochs of bits_qat fine-tuning at --qat-lr (0: post-training "
+                        "apply_bits only)")
     g.add_argument("--mixed-budget", type=float, default=0.6,
                    help="select_bits budget: BOPs <= budget x BOPs(all 8-bit)")
     g.add_argument("--calibration", type=int, default=500,

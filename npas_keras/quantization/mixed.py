@@ -4,7 +4,8 @@ selection. Every layer starts at the highest candidate width; layers are lowered
 
 Quantization here is symmetric per output channel (zero point 0, so pruned zeros stay exactly
 zero), optionally with power-of-two scales (a shift instead of a multiplier on integer hardware).
-`apply_bits` fake-quantizes weights in a copy of the model (to measure accuracy); that copy's
+`apply_bits` fake-quantizes weights in a copy of the model (to measure accuracy; `bits_qat`
+fine-tunes a model on the same grid, zeros frozen); that copy's
 4-bit kernels lie on a grid k * s per output channel, which `npas_keras.export(copy, ...,
 quantize="int8", weight_bits=bits)` stores exactly as 4-bit values (packed two per byte in the
 npas format, run by the delegate; docs/quantization.md).
@@ -17,7 +18,7 @@ import numpy as np
 
 from npas_keras.quantization.bops import _rows, bops
 
-__all__ = ["fake_quantize", "select_bits", "apply_bits", "quantized_kernels"]
+__all__ = ["fake_quantize", "select_bits", "apply_bits", "quantized_kernels", "bits_qat"]
 
 _KERNEL = {"Dense": "kernel", "Conv2D": "kernel", "Conv1D": "kernel",
            "DepthwiseConv2D": "depthwise_kernel"}
@@ -208,3 +209,58 @@ def apply_bits(model, bits, power_of_two: bool = False):
         if hasattr(model, attr):
             setattr(clone, attr, getattr(model, attr))
     return clone
+
+
+def bits_qat(model, bits, power_of_two: bool = False):
+    """A Keras callback that fine-tunes `model` (stripped, float: the weights `apply_bits`
+    would start from) with its kernels held on their `bits` grids: quantization-aware training
+    with a straight-through estimator, for the 4-bit layers tfmot's int8 QAT cannot express.
+
+    At the start of `fit` each kernel `apply_bits` would quantize is copied to a float shadow,
+    its exact zeros (the pruned positions) are recorded, and the variable is set to
+    `fake_quantize(shadow)`. From then on the variable always holds the quantized weights, so
+    the forward pass, the gradients and every evaluation (validation included) see them; after
+    each batch the optimizer's step (taken at the quantized point) is added to the shadow, the
+    pruned positions are set back to 0 and the variable is re-quantized. The weights end exactly
+    on the grid with the zeros kept: export with `npas_keras.export(model, ..., quantize="int8",
+    weight_bits=bits)`. Pass the float model, not an `apply_bits` copy: that copy's weights
+    rounded to 0 would count as pruned and stay 0.
+
+        m = keras.models.clone_model(stripped); m.set_weights(stripped.get_weights())
+        m.compile(...); m.fit(x, y, epochs=1, callbacks=[q.bits_qat(m, choice["bits"])])
+
+    `bits`: int or {layer name: int} as for `apply_bits` (layers not named stay float)."""
+    import tf_keras as keras
+
+    names = {layer.name: layer for layer in _iter(model)}
+    if isinstance(bits, Mapping):
+        missing = sorted(n for n in bits if n not in names or not quantized_kernels(names[n]))
+        if missing:
+            raise ValueError(f"bits_qat: {missing}: no such layer with a kernel to quantize")
+    targets = []   # (variable, bits, depthwise)
+    for layer in names.values():
+        b = bits.get(layer.name) if isinstance(bits, Mapping) else bits
+        if b is not None:
+            targets += [(var, int(b), dw) for _, var, dw in quantized_kernels(layer)]
+    if not targets:
+        raise ValueError("bits_qat: no kernel to quantize in this model")
+
+    class _BitsQAT(keras.callbacks.Callback):
+        def _put(self, i, shadow):
+            var, b, dw = targets[i]
+            q = fake_quantize(shadow, b, depthwise=dw, power_of_two=power_of_two)
+            var.assign(q)
+            return q
+
+        def on_train_begin(self, logs=None):
+            self.shadow = [np.array(v.numpy(), np.float32) for v, _, _ in targets]
+            self.keep = [s != 0 for s in self.shadow]
+            self.held = [self._put(i, s) for i, s in enumerate(self.shadow)]
+
+        def on_train_batch_end(self, batch, logs=None):
+            for i, (var, _, _) in enumerate(targets):
+                self.shadow[i] += var.numpy() - self.held[i]   # the optimizer's step
+                self.shadow[i] *= self.keep[i]
+                self.held[i] = self._put(i, self.shadow[i])
+
+    return _BitsQAT()
