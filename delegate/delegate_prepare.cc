@@ -45,19 +45,20 @@ double TimeMs(const std::function<void()>& fn) {
   return best;
 }
 
-std::string CacheKey(const TfLiteContext* ctx, const NodeState& st, const float* w) {
+// Tuning-cache key of a node: a hash of its weights (float32 or int8: `elem_bytes`) and
+// offsets, its shape, geometry, threads and ISA (int8 keys carry ":i8").
+std::string CacheKey(const NodeState& st, const void* w, size_t elem_bytes) {
   const LayerSpec& s = st.spec;
   size_t wcount = s.op == OpKind::kDepthwiseConv2D
                       ? static_cast<size_t>(s.kh) * s.kw * s.cout
                       : static_cast<size_t>(s.rows) * s.cols;
-  uint64_t h = Fnv1a(w, wcount * sizeof(float));
+  uint64_t h = Fnv1a(w, wcount * elem_bytes);
   h = Fnv1a(st.col_offset.data(), st.col_offset.size() * sizeof(int32_t), h);
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "%016llx:%s:%dx%d:k%dx%dx%d:s%dx%d:p%d:t%d:%s",
+  std::snprintf(buf, sizeof(buf), "%016llx:%s:%dx%d:k%dx%dx%d:s%dx%d:p%d:t%d:%s%s",
                 static_cast<unsigned long long>(h), OpKindName(s.op), s.rows, s.cols, s.kh, s.kw,
                 s.cin, s.stride_h, s.stride_w, st.geo.num_pixels, st.num_threads,
-                IsaName(DetectIsa()));
-  (void)ctx;
+                IsaName(DetectIsa()), elem_bytes == 1 ? ":i8" : "");
   return buf;
 }
 
@@ -90,7 +91,7 @@ void CopyIntoPadded(const Geometry& g, int cin, const T* src, T* pad, ThreadPool
 
 // The int8 half of Evaluate (spec, geometry and offsets are already built): packs with our int8
 // kernels and claims under the same rules as float32 (min_sparsity, schemes, min_speedup against
-// our own int8 dense kernel). No tuning cache for int8 (measured at every prepare).
+// our own int8 dense kernel); the tuning cache keeps the measured choice as for float32.
 std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
                                         std::unique_ptr<NodeState> st, int threads,
                                         NodeRecord* rec) {
@@ -126,20 +127,31 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
     st->kind = forced && opt.kernel == KernelKind::kDense ? KernelKind::kDense : KernelKind::kRowBlock;
     if (!PackNode(ctx, st.get(), st->kind, &err)) return decline("pack_failed", err);
     if (!forced) {
-      auto dense = std::unique_ptr<NodeState>(new NodeState());
-      dense->spec = s;
-      dense->geo = st->geo;
-      dense->col_offset = st->col_offset;
-      dense->pixel_base = st->pixel_base;
-      if (!PackNode(ctx, dense.get(), KernelKind::kDense, &err)) return decline("pack_failed", err);
-      std::vector<int8_t> in(static_cast<size_t>(st->geo.in_elems), 3);
-      std::vector<int8_t> out(static_cast<size_t>(st->geo.num_pixels) * s.cout);
-      st->dense_ms = TimeMs([&] {
-        dense->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
-      });
-      st->best_ms = TimeMs([&] {
-        st->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool, threads);
-      });
+      TuningEntry entry;
+      const std::string key = d->cache.enabled() ? CacheKey(*st, w, 1) : std::string();
+      if (!key.empty() && d->cache.Lookup(key, &entry) && entry.kernel == "depthwise") {
+        st->dense_ms = entry.dense_ms;
+        st->best_ms = entry.best_ms;
+        rec->from_cache = true;
+      } else {
+        auto dense = std::unique_ptr<NodeState>(new NodeState());
+        dense->spec = s;
+        dense->geo = st->geo;
+        dense->col_offset = st->col_offset;
+        dense->pixel_base = st->pixel_base;
+        if (!PackNode(ctx, dense.get(), KernelKind::kDense, &err)) return decline("pack_failed", err);
+        std::vector<int8_t> in(static_cast<size_t>(st->geo.in_elems), 3);
+        std::vector<int8_t> out(static_cast<size_t>(st->geo.num_pixels) * s.cout);
+        st->dense_ms = TimeMs([&] {
+          dense->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool,
+                          threads);
+        });
+        st->best_ms = TimeMs([&] {
+          st->dw8->Run(in.data(), st->pixel_base.data(), st->geo.num_pixels, out.data(), pool,
+                       threads);
+        });
+        if (!key.empty()) d->cache.Store(key, {"depthwise", st->dense_ms, st->best_ms});
+      }
       if (must_claim && st->dense_ms < st->best_ms) {  // claimed anyway: run the faster one
         st->kind = KernelKind::kDense;
         if (!PackNode(ctx, st.get(), st->kind, &err)) return decline("pack_failed", err);
@@ -150,12 +162,23 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
     KernelKind k = opt.kernel == KernelKind::kPixelVector ? KernelKind::kRowBlock : opt.kernel;
     if (!PackNode(ctx, st.get(), k, &err)) return decline("pack_failed", err);
   } else {
-    const GemmInt8Desc gd = MakeGemmInt8Desc(ctx, *st, w);
-    st->gemm8 = PackGemmInt8(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
-                             st->geo.in_elems, threads, &st->dense_ms, &st->best_ms, &err);
-    if (!st->gemm8) return decline("pack_failed", err);
-    st->kind = st->gemm8->kind();
-    st->structure = st->gemm8->structure();
+    TuningEntry entry;
+    KernelKind cached_kind;
+    const std::string key = d->cache.enabled() ? CacheKey(*st, w, 1) : std::string();
+    if (!key.empty() && d->cache.Lookup(key, &entry) && KindFromName(entry.kernel, &cached_kind)) {
+      if (!PackNode(ctx, st.get(), cached_kind, &err)) return decline("pack_failed", err);
+      st->dense_ms = entry.dense_ms;
+      st->best_ms = entry.best_ms;
+      rec->from_cache = true;
+    } else {
+      const GemmInt8Desc gd = MakeGemmInt8Desc(ctx, *st, w);
+      st->gemm8 = PackGemmInt8(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
+                               st->geo.in_elems, threads, &st->dense_ms, &st->best_ms, &err);
+      if (!st->gemm8) return decline("pack_failed", err);
+      st->kind = st->gemm8->kind();
+      st->structure = st->gemm8->structure();
+      if (!key.empty()) d->cache.Store(key, {KernelKindName(st->kind), st->dense_ms, st->best_ms});
+    }
   }
   rec->structure = StructureLabel(st->structure.kind);
   rec->kernel = depthwise ? "int8_depthwise" : std::string("int8_") + KernelKindName(st->kind);
@@ -250,7 +273,7 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
     } else {
       TuningEntry entry;
       KernelKind cached_kind;
-      const std::string key = d->cache.enabled() ? CacheKey(ctx, *st, w) : std::string();
+      const std::string key = d->cache.enabled() ? CacheKey(*st, w, sizeof(float)) : std::string();
       if (!key.empty() && d->cache.Lookup(key, &entry) && KindFromName(entry.kernel, &cached_kind)) {
         if (!PackNode(ctx, st.get(), cached_kind, &err)) return decline("pack_failed", err);
         st->dense_ms = entry.dense_ms;
@@ -282,7 +305,7 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
   } else if (!forced) {
     // Our own dense depthwise (same shape, no zeros) is the reference the sparse one must beat.
     TuningEntry entry;
-    const std::string key = d->cache.enabled() ? CacheKey(ctx, *st, w) : std::string();
+    const std::string key = d->cache.enabled() ? CacheKey(*st, w, sizeof(float)) : std::string();
     if (!key.empty() && d->cache.Lookup(key, &entry) && entry.kernel == "depthwise") {
       st->dense_ms = entry.dense_ms;
       st->best_ms = entry.best_ms;

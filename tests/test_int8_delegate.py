@@ -125,6 +125,34 @@ def test_int8_auto_claim_rules():
     assert np.abs(got - _run(litert.Interpreter(model_content=content), x)).max() <= 1
 
 
+@pytest.mark.parametrize("kind", ["conv3x3_valid", "depthwise"])
+def test_int8_tuning_cache_reused(kind, tmp_path):
+    """auto mode measures our int8 dense and sparse kernels once; a second interpreter with the
+    same tuning cache takes the choice from it (int8 keys end in ':i8') with the same claims and
+    outputs."""
+    rng = np.random.default_rng(11)
+    model = _model(kind, rng)
+    shape = model.input_shape[1:]
+    rep = rng.normal(size=(16,) + shape).astype(np.float32)
+    content = npas_keras.export(model, None, quantize="int8", representative_data=rep)
+    x = rng.integers(-128, 128, size=(1,) + shape, dtype=np.int8)
+    cache = tmp_path / "tuning.txt"
+    options = {"tuning_cache": str(cache), "min_speedup": 0.01, "min_sparsity": 0}
+    first = Interpreter(model_content=content, delegate_options=options)
+    out1 = _run(first, x)
+    s1 = delegate_stats(first)
+    assert s1["claimed"] == 1 and not s1["nodes"][0]["from_cache"], s1["nodes"]
+    assert ":i8" in cache.read_text()
+    second = Interpreter(model_content=content, delegate_options=options)
+    out2 = _run(second, x)
+    s2 = delegate_stats(second)
+    assert s2["claimed"] == 1 and s2["nodes"][0]["from_cache"], s2["nodes"]
+    assert s2["claimed_by_kernel"] == s1["claimed_by_kernel"]
+    assert s2["nodes"][0]["dense_ms"] == pytest.approx(s1["nodes"][0]["dense_ms"], rel=1e-3)
+    np.testing.assert_array_equal(out1, out2)
+    assert np.abs(out2 - _run(_builtin(content, reference=True), x)).max() <= 1
+
+
 def test_int8_zeros_preserved():
     """Weights that are 0 in the Keras model are 0 in the int8 tensors (symmetric quantization)."""
     from npas_keras.quantization import int8_weight_zeros
