@@ -107,7 +107,8 @@ struct NodeState {
   double dense_ms = 0, best_ms = 0;
 };
 
-// The int8 FC / CONV_2D kernel description of a node (weights `w`, its offsets as built).
+// The FC / CONV_2D kernel description of a node (weights `w`, its offsets as built).
+GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float* w);
 GemmInt8Desc MakeGemmInt8Desc(const TfLiteContext* ctx, const NodeState& st, const int8_t* w);
 // Packs for the geometry with a fixed kernel kind (no measurement).
 bool PackNode(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error);

@@ -280,17 +280,7 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
         st->best_ms = entry.best_ms;
         rec->from_cache = true;
       } else {
-        GemmDesc gd;
-        gd.rows = s.rows;
-        gd.cols = s.cols;
-        gd.kh = s.op == OpKind::kConv2D ? s.kh : 1;
-        gd.kw = s.op == OpKind::kConv2D ? s.kw : 1;
-        gd.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
-        gd.weights = w;
-        gd.bias = s.Bias(ctx);
-        gd.col_offset = st->col_offset.data();
-        gd.act_min = s.act_min;
-        gd.act_max = s.act_max;
+        const GemmDesc gd = MakeGemmDesc(ctx, *st, w);
         double dense_ms = 0, best_ms = 0;
         st->gemm = PackGemm(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
                             st->geo.in_elems, threads, &dense_ms, &best_ms, &err);

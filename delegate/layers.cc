@@ -523,6 +523,22 @@ void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_
             ((n * geo.hp + oy * spec.stride_h) * geo.wp + ox * spec.stride_w) * spec.cin;
 }
 
+GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float* w) {
+  const LayerSpec& s = st.spec;
+  GemmDesc d;
+  d.rows = s.rows;
+  d.cols = s.cols;
+  d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
+  d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
+  d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
+  d.weights = w;
+  d.bias = s.Bias(ctx);
+  d.col_offset = st.col_offset.data();
+  d.act_min = s.act_min;
+  d.act_max = s.act_max;
+  return d;
+}
+
 GemmInt8Desc MakeGemmInt8Desc(const TfLiteContext* ctx, const NodeState& st, const int8_t* w) {
   const LayerSpec& s = st.spec;
   GemmInt8Desc d;
@@ -603,22 +619,7 @@ bool PackNode(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::str
     st->structure = st->dw->structure();
     return true;
   }
-  GemmDesc d;
-  d.rows = s.rows;
-  d.cols = s.cols;
-  if (s.op == OpKind::kConv2D) {
-    d.kh = s.kh;
-    d.kw = s.kw;
-    d.cin = s.cin;
-  } else {
-    d.kh = d.kw = 1;
-    d.cin = s.cols;
-  }
-  d.weights = w;
-  d.bias = s.Bias(ctx);
-  d.col_offset = st->col_offset.data();
-  d.act_min = s.act_min;
-  d.act_max = s.act_max;
+  const GemmDesc d = MakeGemmDesc(ctx, *st, w);
   st->gemm = PackGemm(d, kind, st->geo.num_pixels, st->pixel_base.data(), st->geo.in_elems,
                       st->num_threads, nullptr, nullptr, error);
   if (!st->gemm) return false;
