@@ -503,15 +503,32 @@ def _new_buffer(model, array) -> int:
     return len(model.buffers) - 1
 
 
-def _set_buffer(model, uses, tensor, array):
-    """Gives `tensor` the bytes of `array`: in place when no other tensor shares its buffer."""
-    if tensor.buffer > 0 and uses.get(tensor.buffer, 0) == 1:
+def _set_buffer(model, uses, tensor, array, pool=None):
+    """Gives `tensor` the bytes of `array`: in a buffer this rewrite already filled with the same
+    bytes (`pool`: {bytes: buffer index}; the converter shares identical constants, e.g. the
+    per-step biases of an unrolled RNN, and a rewrite that unshares them would store each copy
+    again), else in place when no other tensor shares its buffer, else in a new buffer. A buffer
+    left with no tensor is emptied."""
+    old, key = tensor.buffer, np.ascontiguousarray(array).tobytes()
+    if pool is not None and key in pool and pool[key] != old:
+        tensor.buffer = pool[key]
+        uses[tensor.buffer] += 1
+    elif old > 0 and uses.get(old, 0) == 1:
         buf = _AlignedBufferT()
-        buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8)
-        model.buffers[tensor.buffer] = buf
+        buf.data = np.frombuffer(key, dtype=np.uint8)
+        model.buffers[old] = buf
+        if pool is not None:
+            pool[key] = old
+        return
     else:
         tensor.buffer = _new_buffer(model, array)
         uses[tensor.buffer] = 1
+        if pool is not None:
+            pool[key] = tensor.buffer
+    if old > 0:   # the last tensor gone from a shared buffer: drop its bytes
+        uses[old] -= 1
+        if uses[old] == 0:
+            model.buffers[old] = _AlignedBufferT()
 
 
 def _per_channel(scales, qdim):
@@ -545,7 +562,7 @@ def int4_mismatch(entry, weights, k, scales):
     return None
 
 
-def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=None):
+def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=None, pool=None):
     """Re-expresses an int8 weight op as 4-bit values: int8 weights k in [-8, 7] with per-channel
     scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales": [rows], "bias": float
     bias or None, "layer"} comes from the Keras kernel (format.int4_grid), so the real weights are
@@ -599,7 +616,7 @@ def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=N
         else:
             real = b32.astype(np.float64).ravel() * in_scale * s8
         bq = np.round(real / (in_scale * s4.astype(np.float64)))
-        _set_buffer(model, uses, bt, np.clip(bq, -2 ** 31, 2 ** 31 - 1).astype("<i4"))
+        _set_buffer(model, uses, bt, np.clip(bq, -2 ** 31, 2 ** 31 - 1).astype("<i4"), pool)
         bt.quantization = _per_channel((in_scale * s4.astype(np.float64)).astype(np.float32), 0)
     return new
 
@@ -614,7 +631,7 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
     op_info = op_info or {}
     uses = _buffer_uses(model)
     consumers = _tensor_consumers(model)
-    readers = {}
+    readers, pool = {}, {}
     for entry in weight_ops(model, raw):
         if (op_info.get((entry["subgraph"], entry["op_index"])) or {}).get("int4") is not None:
             key = (entry["subgraph"], entry["weight_tensor"])
@@ -630,7 +647,8 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         int4 = info.get("int4") is not None
         if int4:
             weights = requantize_int4(model, raw, uses, consumers, entry, weights,
-                                      dict(info["int4"], layer=info.get("layer")), readers)
+                                      dict(info["int4"], layer=info.get("layer")), readers,
+                                      pool)
         row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
                    custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
                    tensor=tensor_name(t), shape=_ints(t.shape), scheme=None, scheme_config=None,
