@@ -77,5 +77,7 @@ def test_bad_bits_rejected():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
     with pytest.raises(ValueError, match="no such layer"):
         q.bits_qat(model, {"nope": 4})
+    with pytest.raises(ValueError, match="bits must be an int"):
+        q.bits_qat(model, {"fc": 1})
     with pytest.raises(ValueError, match="no kernel"):
         q.bits_qat(keras.Sequential([keras.Input((4,)), keras.layers.ReLU()]), 4)

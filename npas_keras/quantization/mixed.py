@@ -241,9 +241,11 @@ def bits_qat(model, bits, power_of_two: bool = False):
     for layer in names.values():
         b = bits.get(layer.name) if isinstance(bits, Mapping) else bits
         if b is not None:
-            targets += [(var, int(b), dw) for _, var, dw in quantized_kernels(layer)]
+            targets += [(var, b, dw) for _, var, dw in quantized_kernels(layer)]
     if not targets:
         raise ValueError("bits_qat: no kernel to quantize in this model")
+    for b in {b for _, b, _ in targets}:
+        fake_quantize(np.zeros((1, 1), np.float32), b)   # a bad width fails here, not in fit
 
     class _BitsQAT(keras.callbacks.Callback):
         def _put(self, i, shadow):
