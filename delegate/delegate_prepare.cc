@@ -72,6 +72,22 @@ bool KindFromName(const std::string& name, KernelKind* k) {
   return false;
 }
 
+// A GEMM node's kernel choice from the tuning cache: kMiss when the cache is off (empty `key`)
+// or holds no usable entry; kPacked: `st` packed with the cached kind, timings and from_cache set.
+enum class Cached { kMiss, kPacked, kPackFailed };
+Cached PackFromCache(const TfLiteContext* ctx, const TuningCache& cache, const std::string& key,
+                     NodeState* st, NodeRecord* rec, std::string* err) {
+  TuningEntry entry;
+  KernelKind kind;
+  if (key.empty() || !cache.Lookup(key, &entry) || !KindFromName(entry.kernel, &kind))
+    return Cached::kMiss;
+  if (!PackNode(ctx, st, kind, err)) return Cached::kPackFailed;
+  st->dense_ms = entry.dense_ms;
+  st->best_ms = entry.best_ms;
+  rec->from_cache = true;
+  return Cached::kPacked;
+}
+
 // Copies the input rows into the zero-padded buffer (borders were filled once at prepare), split
 // over the pool: for cheap layers (depthwise) the copy costs as much as the kernel itself.
 template <typename T>
@@ -162,15 +178,10 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
     KernelKind k = opt.kernel == KernelKind::kPixelVector ? KernelKind::kRowBlock : opt.kernel;
     if (!PackNode(ctx, st.get(), k, &err)) return decline("pack_failed", err);
   } else {
-    TuningEntry entry;
-    KernelKind cached_kind;
     const std::string key = d->cache.enabled() ? CacheKey(*st, w, 1) : std::string();
-    if (!key.empty() && d->cache.Lookup(key, &entry) && KindFromName(entry.kernel, &cached_kind)) {
-      if (!PackNode(ctx, st.get(), cached_kind, &err)) return decline("pack_failed", err);
-      st->dense_ms = entry.dense_ms;
-      st->best_ms = entry.best_ms;
-      rec->from_cache = true;
-    } else {
+    const Cached cached = PackFromCache(ctx, d->cache, key, st.get(), rec, &err);
+    if (cached == Cached::kPackFailed) return decline("pack_failed", err);
+    if (cached == Cached::kMiss) {
       const GemmInt8Desc gd = MakeGemmInt8Desc(ctx, *st, w);
       st->gemm8 = PackGemmInt8(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),
                                st->geo.in_elems, threads, &st->dense_ms, &st->best_ms, &err);
@@ -271,15 +282,10 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
     if (forced) {
       if (!PackNode(ctx, st.get(), opt.kernel, &err)) return decline("pack_failed", err);
     } else {
-      TuningEntry entry;
-      KernelKind cached_kind;
       const std::string key = d->cache.enabled() ? CacheKey(*st, w, sizeof(float)) : std::string();
-      if (!key.empty() && d->cache.Lookup(key, &entry) && KindFromName(entry.kernel, &cached_kind)) {
-        if (!PackNode(ctx, st.get(), cached_kind, &err)) return decline("pack_failed", err);
-        st->dense_ms = entry.dense_ms;
-        st->best_ms = entry.best_ms;
-        rec->from_cache = true;
-      } else {
+      const Cached cached = PackFromCache(ctx, d->cache, key, st.get(), rec, &err);
+      if (cached == Cached::kPackFailed) return decline("pack_failed", err);
+      if (cached == Cached::kMiss) {
         const GemmDesc gd = MakeGemmDesc(ctx, *st, w);
         double dense_ms = 0, best_ms = 0;
         st->gemm = PackGemm(gd, KernelKind::kAuto, st->geo.num_pixels, st->pixel_base.data(),

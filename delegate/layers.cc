@@ -523,17 +523,38 @@ void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_
             ((n * geo.hp + oy * spec.stride_h) * geo.wp + ox * spec.stride_w) * spec.cin;
 }
 
-GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float* w) {
+// The fields GemmDesc and GemmInt8Desc share: shape, column order, weights and offsets.
+template <typename Desc, typename W>
+static Desc GemmShapeOf(const NodeState& st, const W* w) {
   const LayerSpec& s = st.spec;
-  GemmDesc d;
+  Desc d;
   d.rows = s.rows;
   d.cols = s.cols;
   d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
   d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
   d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
   d.weights = w;
-  d.bias = s.Bias(ctx);
   d.col_offset = st.col_offset.data();
+  return d;
+}
+
+// The int8 arithmetic GemmInt8Desc and DepthwiseInt8Desc share: bias, requantization, zero
+// points and the quantized activation range.
+template <typename Desc>
+static void SetInt8Quantization(const TfLiteContext* ctx, const LayerSpec& s, Desc* d) {
+  d->bias = s.BiasInt32(ctx);
+  d->multiplier = s.multiplier.data();
+  d->shift = s.shift.data();
+  d->input_zp = s.input_zp;
+  d->output_zp = s.output_zp;
+  d->act_min = s.act_min_q;
+  d->act_max = s.act_max_q;
+}
+
+GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float* w) {
+  const LayerSpec& s = st.spec;
+  GemmDesc d = GemmShapeOf<GemmDesc>(st, w);
+  d.bias = s.Bias(ctx);
   d.act_min = s.act_min;
   d.act_max = s.act_max;
   return d;
@@ -541,21 +562,8 @@ GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float
 
 GemmInt8Desc MakeGemmInt8Desc(const TfLiteContext* ctx, const NodeState& st, const int8_t* w) {
   const LayerSpec& s = st.spec;
-  GemmInt8Desc d;
-  d.rows = s.rows;
-  d.cols = s.cols;
-  d.kh = s.op == OpKind::kConv2D ? s.kh : 1;
-  d.kw = s.op == OpKind::kConv2D ? s.kw : 1;
-  d.cin = s.op == OpKind::kConv2D ? s.cin : s.cols;
-  d.weights = w;
-  d.bias = s.BiasInt32(ctx);
-  d.col_offset = st.col_offset.data();
-  d.multiplier = s.multiplier.data();
-  d.shift = s.shift.data();
-  d.input_zp = s.input_zp;
-  d.output_zp = s.output_zp;
-  d.act_min = s.act_min_q;
-  d.act_max = s.act_max_q;
+  GemmInt8Desc d = GemmShapeOf<GemmInt8Desc>(st, w);
+  SetInt8Quantization(ctx, s, &d);
   return d;
 }
 
@@ -573,14 +581,8 @@ bool PackNodeInt8(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std:
     d.cin = s.cin;
     d.depth_multiplier = s.depth_multiplier;
     d.weights = w;
-    d.bias = s.BiasInt32(ctx);
     d.tap_offset = st->col_offset.data();
-    d.multiplier = s.multiplier.data();
-    d.shift = s.shift.data();
-    d.input_zp = s.input_zp;
-    d.output_zp = s.output_zp;
-    d.act_min = s.act_min_q;
-    d.act_max = s.act_max_q;
+    SetInt8Quantization(ctx, s, &d);
     st->dw8 = PackDepthwiseInt8(d, kind != KernelKind::kDense, error);
     if (!st->dw8) return false;
     st->structure = st->dw8->structure();
