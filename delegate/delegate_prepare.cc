@@ -105,6 +105,22 @@ void CopyIntoPadded(const Geometry& g, int cin, const T* src, T* pad, ThreadPool
   });
 }
 
+// Our int8 dense kernel measured 0.5-0.8x as fast as XNNPACK's int8 (benchmarks/quantization.py),
+// so a claim must beat our dense by that handicap too, or XNNPACK would have been faster.
+constexpr double kInt8DenseHandicap = 2.0;
+
+// How much more padded work XNNPACK's int8 kernel does for this layer than our dense int8 one.
+// XNNPACK's int8 convolutions (igemm) pad each tap's input channels to the micro-kernel's
+// k-block (4 on NEON dot product and AVX-512 VNNI, 8 on AVX2 and SSE; 4 is assumed, the least
+// waste), while our kernels pad the flattened taps x cin columns to quads once: a 3x3 conv with
+// cin = 1 costs XNNPACK 4 x 9 multiplies per output for our 12 (3.0). FC and depthwise: 1.
+double XnnpackInt8PadFactor(const LayerSpec& s) {
+  if (s.op != OpKind::kConv2D || s.cin <= 0) return 1.0;
+  auto round4 = [](int n) { return (n + 3) / 4 * 4; };
+  const double xnnpack = static_cast<double>(s.kh) * s.kw * round4(s.cin);
+  return xnnpack / round4(s.cols);
+}
+
 // The int8 half of Evaluate (spec, geometry and offsets are already built): packs with our int8
 // kernels and claims under the same rules as float32 (min_sparsity, schemes, min_speedup against
 // our own int8 dense kernel); the tuning cache keeps the measured choice as for float32.
@@ -130,13 +146,16 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   // Quantized NPAS custom ops run nowhere else: always claimed, the filters below only pick the
   // kernel (the faster of our int8 dense and sparse ones).
   const bool must_claim = s.custom;
-  if (!must_claim && rec->density > 1.0 - opt.min_sparsity + 1e-9) {
+  const bool forced = opt.kernel != KernelKind::kAuto;
+  // Layers whose XNNPACK form pads enough (few input channels) are worth claiming dense too.
+  const double xnnpack_pad = XnnpackInt8PadFactor(s);
+  const bool dense_pays = !forced && xnnpack_pad >= kInt8DenseHandicap * opt.min_speedup;
+  if (!must_claim && !dense_pays && rec->density > 1.0 - opt.min_sparsity + 1e-9) {
     char buf[128];
     std::snprintf(buf, sizeof(buf), "density %.3f above 1 - min_sparsity (%.3f)", rec->density,
                   1.0 - opt.min_sparsity);
     return decline("below_min_sparsity", buf);
   }
-  const bool forced = opt.kernel != KernelKind::kAuto;
   std::string err;
   ThreadPool* pool = SharedThreadPool();
   if (depthwise) {
@@ -197,17 +216,16 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   rec->best_ms = st->best_ms;
   if (!must_claim && (opt.schemes & StructureBit(st->structure.kind)) == 0)
     return decline("scheme_not_allowed", "structure " + rec->structure + " not in `schemes`");
-  if (!must_claim && !forced && st->structure.kind == Structure::kDense)
+  if (!must_claim && !forced && !dense_pays && st->structure.kind == Structure::kDense)
     return decline("dense_weights", "no exploitable zeros (left to the default kernels)");
-  // Our int8 dense kernel measured 0.5-0.8x as fast as XNNPACK's int8 (benchmarks/quantization.py),
-  // so a claim must beat our dense by that handicap too, or XNNPACK would have been faster.
-  constexpr double kInt8DenseHandicap = 2.0;
+  // XNNPACK's time estimated as our dense time x its padding / the handicap.
   if (!must_claim && !forced &&
-      st->best_ms * opt.min_speedup * kInt8DenseHandicap > st->dense_ms) {
-    char buf[192];
+      st->best_ms * opt.min_speedup * kInt8DenseHandicap > st->dense_ms * xnnpack_pad) {
+    char buf[224];
     std::snprintf(buf, sizeof(buf),
-                  "measured %.4f ms vs int8 dense %.4f ms: below min_speedup %.2f x int8 handicap %.1f",
-                  st->best_ms, st->dense_ms, opt.min_speedup, kInt8DenseHandicap);
+                  "measured %.4f ms vs int8 dense %.4f ms: below min_speedup %.2f x int8 "
+                  "handicap %.1f / XNNPACK padding %.2f",
+                  st->best_ms, st->dense_ms, opt.min_speedup, kInt8DenseHandicap, xnnpack_pad);
     return decline("no_speedup", buf);
   }
   rec->claimed = true;

@@ -125,6 +125,28 @@ def test_int8_auto_claim_rules():
     assert np.abs(got - _run(litert.Interpreter(model_content=content), x)).max() <= 1
 
 
+@pytest.mark.parametrize("cin,claimed", [(1, True), (8, False)])
+def test_int8_dense_conv_claimed_when_xnnpack_pads(cin, claimed):
+    """A dense int8 3x3 conv with one input channel (a grayscale first layer) is claimed in auto
+    mode: XNNPACK pads each tap's channels to its k-block (36+ multiplies for our 12). With 8
+    channels it pads nothing and the layer stays with XNNPACK. Either way the result is exact."""
+    rng = np.random.default_rng(cin)
+    inp = keras.Input((12, 10, cin))
+    model = keras.Model(inp, keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp))
+    rep = rng.normal(size=(16, 12, 10, cin)).astype(np.float32)
+    content = npas_keras.export(model, None, quantize="int8", representative_data=rep)
+    x = rng.integers(-128, 128, size=(1, 12, 10, cin), dtype=np.int8)
+    interp = Interpreter(model_content=content)
+    got = _run(interp, x)
+    node = delegate_stats(interp)["nodes"][0]
+    assert node["claimed"] == claimed, node
+    if claimed:
+        assert node["kernel"] == "int8_dense"
+    else:
+        assert node["reason"] in ("below_min_sparsity", "dense_weights")
+    assert np.abs(got - _run(_builtin(content, reference=True), x)).max() <= 1
+
+
 @pytest.mark.parametrize("kind", ["conv3x3_valid", "depthwise"])
 def test_int8_tuning_cache_reused(kind, tmp_path):
     """auto mode measures our int8 dense and sparse kernels once; a second interpreter with the
