@@ -124,6 +124,199 @@ void RowBlockInt8Avx2(const RowBlockInt8View& v, const void* input, const int32_
   }
 }
 
+// ---- pixel lanes (int8_internal.h, LanesInt8View) ----------------------------------------------
+
+// 16x16 bytes: out[j] byte i = in[i] byte j (unpack rounds of 8, 16, 32 and 64 bits).
+static inline void Transpose16x16(const __m128i* in, __m128i* out) {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[i] = _mm_unpacklo_epi8(in[2 * i], in[2 * i + 1]);      // rows 2i, 2i+1 x columns 0-7
+    a[i + 8] = _mm_unpackhi_epi8(in[2 * i], in[2 * i + 1]);  // x columns 8-15
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 4; ++i) {
+      b[8 * h + i] = _mm_unpacklo_epi16(a[8 * h + 2 * i], a[8 * h + 2 * i + 1]);  // rows 4i..4i+3
+      b[8 * h + i + 4] = _mm_unpackhi_epi16(a[8 * h + 2 * i], a[8 * h + 2 * i + 1]);
+    }
+  // b[8h + 4q + i]: rows 4i..4i+3 x columns 8h + 4q .. 8h + 4q + 3 (4 bytes per column)
+  for (int c4 = 0; c4 < 4; ++c4) {  // column quad: 8h + 4q = 4 * c4
+    const __m128i* q = b + 4 * c4;
+    const __m128i lo01 = _mm_unpacklo_epi32(q[0], q[1]), hi01 = _mm_unpackhi_epi32(q[0], q[1]);
+    const __m128i lo23 = _mm_unpacklo_epi32(q[2], q[3]), hi23 = _mm_unpackhi_epi32(q[2], q[3]);
+    // lo01: rows 0-7 x columns 4c4, 4c4+1 (8 bytes each); hi01: columns 4c4+2, 4c4+3
+    out[4 * c4 + 0] = _mm_unpacklo_epi64(lo01, lo23);
+    out[4 * c4 + 1] = _mm_unpackhi_epi64(lo01, lo23);
+    out[4 * c4 + 2] = _mm_unpacklo_epi64(hi01, hi23);
+    out[4 * c4 + 3] = _mm_unpackhi_epi64(hi01, hi23);
+  }
+}
+
+// The pairs j0 .. j1-1 (j1 > j0) of a chunk of R = 6 or 4 rows into acc[2r] (positions 0-3,
+// 8-11) and acc[2r + 1] (4-7, 12-15). In asm because GCC 12 copies or spills these accumulators
+// on every pair when the loop is written with intrinsics (a register move or a stack round trip
+// per vpaddd; 1.5-2x slower): here ymm0-11 hold the accumulators, ymm12/14 the interleaved
+// input columns, ymm13 the broadcast weight pair and ymm15 the product.
+#define NPAS_LANE_ROW(disp, lo, hi)                   \
+  "vpbroadcastd " disp "(%[w]), %%ymm13\n\t"          \
+  "vpmaddwd %%ymm13, %%ymm12, %%ymm15\n\t"            \
+  "vpaddd %%ymm15, %%ymm" lo ", %%ymm" lo "\n\t"      \
+  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"            \
+  "vpaddd %%ymm15, %%ymm" hi ", %%ymm" hi "\n\t"
+#define NPAS_LANE_LOOP(ROWS, STEP)                      \
+  "1:\n\t"                                             \
+  "movslq (%[po]), %%rax\n\t"                          \
+  "movslq 4(%[po]), %%rdx\n\t"                         \
+  "vmovdqu (%[x],%%rax,2), %%ymm12\n\t"                \
+  "vmovdqu (%[x],%%rdx,2), %%ymm13\n\t"                \
+  "vpunpckhwd %%ymm13, %%ymm12, %%ymm14\n\t"           \
+  "vpunpcklwd %%ymm13, %%ymm12, %%ymm12\n\t"           \
+  ROWS                                                 \
+  "add $8, %[po]\n\t"                                  \
+  "add $" STEP ", %[w]\n\t"                            \
+  "cmp %[pe], %[po]\n\t"                               \
+  "jb 1b\n\t"
+#define NPAS_LANE_CLOBBERS                                                                    \
+  "rax", "rdx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
+      "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
+template <int R>
+static inline void LanePairs(const LanesInt8View& v, const int16_t* x, int j0, int j1,
+                             __m256i* acc) {
+  static_assert(R == 6 || R == 4, "asm forms for 6 and 4 rows");
+  const int32_t* po = v.poff + 2 * j0;
+  const int32_t* pe = v.poff + 2 * j1;
+  const int32_t* w = v.pw + kLaneRows * j0;
+  if (R == 6) {
+    asm volatile(
+        "vmovdqa 0(%[acc]), %%ymm0\n\tvmovdqa 32(%[acc]), %%ymm1\n\t"
+        "vmovdqa 64(%[acc]), %%ymm2\n\tvmovdqa 96(%[acc]), %%ymm3\n\t"
+        "vmovdqa 128(%[acc]), %%ymm4\n\tvmovdqa 160(%[acc]), %%ymm5\n\t"
+        "vmovdqa 192(%[acc]), %%ymm6\n\tvmovdqa 224(%[acc]), %%ymm7\n\t"
+        "vmovdqa 256(%[acc]), %%ymm8\n\tvmovdqa 288(%[acc]), %%ymm9\n\t"
+        "vmovdqa 320(%[acc]), %%ymm10\n\tvmovdqa 352(%[acc]), %%ymm11\n\t"
+        NPAS_LANE_LOOP(NPAS_LANE_ROW("0", "0", "1") NPAS_LANE_ROW("4", "2", "3") NPAS_LANE_ROW("8", "4", "5") NPAS_LANE_ROW("12", "6", "7") NPAS_LANE_ROW("16", "8", "9") NPAS_LANE_ROW("20", "10", "11") , "24")
+        "vmovdqa %%ymm0, 0(%[acc])\n\tvmovdqa %%ymm1, 32(%[acc])\n\t"
+        "vmovdqa %%ymm2, 64(%[acc])\n\tvmovdqa %%ymm3, 96(%[acc])\n\t"
+        "vmovdqa %%ymm4, 128(%[acc])\n\tvmovdqa %%ymm5, 160(%[acc])\n\t"
+        "vmovdqa %%ymm6, 192(%[acc])\n\tvmovdqa %%ymm7, 224(%[acc])\n\t"
+        "vmovdqa %%ymm8, 256(%[acc])\n\tvmovdqa %%ymm9, 288(%[acc])\n\t"
+        "vmovdqa %%ymm10, 320(%[acc])\n\tvmovdqa %%ymm11, 352(%[acc])"
+        : [po] "+r"(po), [w] "+r"(w)
+        : [x] "r"(x), [pe] "r"(pe), [acc] "r"(acc)
+        : NPAS_LANE_CLOBBERS);
+  } else {
+    asm volatile(
+        "vmovdqa 0(%[acc]), %%ymm0\n\tvmovdqa 32(%[acc]), %%ymm1\n\t"
+        "vmovdqa 64(%[acc]), %%ymm2\n\tvmovdqa 96(%[acc]), %%ymm3\n\t"
+        "vmovdqa 128(%[acc]), %%ymm4\n\tvmovdqa 160(%[acc]), %%ymm5\n\t"
+        "vmovdqa 192(%[acc]), %%ymm6\n\tvmovdqa 224(%[acc]), %%ymm7\n\t"
+        NPAS_LANE_LOOP(NPAS_LANE_ROW("0", "0", "1") NPAS_LANE_ROW("4", "2", "3") NPAS_LANE_ROW("8", "4", "5") NPAS_LANE_ROW("12", "6", "7") , "24")
+        "vmovdqa %%ymm0, 0(%[acc])\n\tvmovdqa %%ymm1, 32(%[acc])\n\t"
+        "vmovdqa %%ymm2, 64(%[acc])\n\tvmovdqa %%ymm3, 96(%[acc])\n\t"
+        "vmovdqa %%ymm4, 128(%[acc])\n\tvmovdqa %%ymm5, 160(%[acc])\n\t"
+        "vmovdqa %%ymm6, 192(%[acc])\n\tvmovdqa %%ymm7, 224(%[acc])"
+        : [po] "+r"(po), [w] "+r"(w)
+        : [x] "r"(x), [pe] "r"(pe), [acc] "r"(acc)
+        : NPAS_LANE_CLOBBERS);
+  }
+}
+#undef NPAS_LANE_ROW
+#undef NPAS_LANE_LOOP
+#undef NPAS_LANE_CLOBBERS
+
+// One chunk of R rows (from absolute row `row`) for the 16 positions at `x`: row r into
+// tmp[(row + r) % 16] (16 bytes in position order).
+template <int R>
+static inline void LaneChunk(const LanesInt8View& v, const int16_t* x, int k, int row,
+                             __m128i* tmp) {
+  // acc[2r], acc[2r + 1]: positions 0-3, 8-11 and 4-7, 12-15 (vpunpck{l,h}wd lane order)
+  alignas(32) __m256i acc[2 * R];
+  for (int i = 0; i < 2 * R; ++i) acc[i] = _mm256_setzero_si256();
+  const int j0 = v.pstart[k], j1 = v.pstart[k + 1];
+  if (R == 6 || R == 4) {
+    if (j1 > j0) LanePairs<R == 6 ? 6 : 4>(v, x, j0, j1, acc);
+  } else {
+    for (int j = j0; j < j1; ++j) {
+      const __m256i a = _mm256_loadu_si256((const __m256i*)(x + v.poff[2 * j]));
+      const __m256i b = _mm256_loadu_si256((const __m256i*)(x + v.poff[2 * j + 1]));
+      const __m256i xl = _mm256_unpacklo_epi16(a, b), xh = _mm256_unpackhi_epi16(a, b);
+      for (int r = 0; r < R; ++r) {
+        const __m256i wr = _mm256_set1_epi32(v.pw[kLaneRows * j + r]);
+        acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(xl, wr));
+        acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(xh, wr));
+      }
+    }
+  }
+  const __m256i zp = _mm256_set1_epi32(v.out_zp);
+  const __m256i mn = _mm256_set1_epi32(v.act_min), mx = _mm256_set1_epi32(v.act_max);
+  for (int r = 0; r < R; ++r) {
+    const __m256i m = _mm256_set1_epi32(v.mult[row + r]);
+    const __m256i ls = _mm256_set1_epi32(v.lshift[row + r]);
+    const __m256i rs = _mm256_set1_epi32(v.rshift[row + r]);
+    const __m256i bias = _mm256_set1_epi32(v.bias[row + r]);
+    const __m256i a = Requant(_mm256_add_epi32(acc[2 * r], bias), m, ls, rs, zp, mn, mx);
+    const __m256i b = Requant(_mm256_add_epi32(acc[2 * r + 1], bias), m, ls, rs, zp, mn, mx);
+    const __m256i s = _mm256_packs_epi32(a, b);  // positions 0-7 | 8-15 as int16
+    tmp[(row + r) % 16] =
+        _mm_packs_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  }
+}
+
+void LanesInt8Avx2(const LanesInt8View& v, const int16_t* planes, int t0, int t1, int g0, int g1,
+                   int8_t* out) {
+  for (int g = g0; g < g1; ++g) {
+    const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+    for (int t = t0; t < t1; ++t) {
+      const int16_t* x = planes + v.tile_start[t];
+      __m128i tmp[16], tr[16];
+      for (int i = nl; i < 16; ++i) tmp[i] = _mm_setzero_si128();
+      for (int k = v.cstart[g]; k < v.cstart[g + 1]; ++k) {
+        const int row = g * 16 + v.crow[k];
+        switch (v.cnum[k]) {
+          case 1: LaneChunk<1>(v, x, k, row, tmp); break;
+          case 2: LaneChunk<2>(v, x, k, row, tmp); break;
+          case 3: LaneChunk<3>(v, x, k, row, tmp); break;
+          case 4: LaneChunk<4>(v, x, k, row, tmp); break;
+          case 5: LaneChunk<5>(v, x, k, row, tmp); break;
+          default: LaneChunk<kLaneRows>(v, x, k, row, tmp); break;
+        }
+      }
+      Transpose16x16(tmp, tr);
+      const int32_t* pix = v.tile_pix + kLaneTile * t;
+      for (int i = 0; i < kLaneTile; ++i) {
+        if (pix[i] < 0) continue;
+        int8_t* dst = out + (size_t)pix[i] * v.rows + g * 16;
+        if (nl == 16) {
+          _mm_storeu_si128((__m128i*)dst, tr[i]);
+        } else {
+          alignas(16) int8_t b[16];
+          _mm_store_si128((__m128i*)b, tr[i]);
+          for (int l = 0; l < nl; ++l) dst[l] = b[l];
+        }
+      }
+    }
+  }
+}
+
+void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
+                     int64_t plane) {
+  int64_t p = g0;
+  const int c16 = cin / 16 * 16;
+  for (; p + 16 <= g1; p += 16) {
+    for (int c = 0; c < c16; c += 16) {  // 16 positions x 16 channels: transpose, widen
+      __m128i rows[16], cols[16];
+      for (int i = 0; i < 16; ++i)
+        rows[i] = _mm_loadu_si128((const __m128i*)(in + (p + i) * cin + c));
+      Transpose16x16(rows, cols);
+      for (int j = 0; j < 16; ++j)
+        _mm256_storeu_si256((__m256i*)(planes + (c + j) * plane + p), _mm256_cvtepi8_epi16(cols[j]));
+    }
+    for (int c = c16; c < cin; ++c)
+      for (int i = 0; i < 16; ++i) planes[c * plane + p + i] = in[(p + i) * cin + c];
+  }
+  for (; p < g1; ++p)
+    for (int c = 0; c < cin; ++c) planes[c * plane + p] = in[p * cin + c];
+}
+
 // Depthwise: per pixel and full group of 16 channels two ymm of int32 accumulators, per tap two
 // vpmovsxbd of 8 input bytes and vpmulld with the tap's int32 weights; P = 4 pixels share each
 // weight load; a partial last group runs the scalar group kernel (a 16-byte load could pass the

@@ -247,6 +247,7 @@ class RowBlockInt8 : public PackedGemmInt8 {
            (kernel_.input != Int8Input::kS16 || w16_.p);
   }
   KernelKind kind() const override { return sparse_ ? KernelKind::kRowBlock : KernelKind::kDense; }
+  Int8Input input() const { return kernel_.input; }
   StructureInfo structure() const override { return info_; }
   Isa isa() const override { return kernel_.isa; }
   size_t packed_bytes() const override {
@@ -566,28 +567,247 @@ class AmxInt8 : public PackedGemmInt8 {
 };
 #endif
 
-// The AMX packing of `p`'s weights when the layer fits it and it measured faster than `p` (or
-// NPAS_INT8_AMX=1), else `p` itself.
-std::unique_ptr<PackedGemmInt8> WithAmx(std::unique_ptr<RowBlockInt8> p, const GemmInt8Desc& d,
-                                        int num_pixels, const int32_t* pixel_base,
-                                        int64_t in_elems, int num_threads) {
+#if defined(__x86_64__) || defined(__i386__)
+// The grid geometry of the planar kernels: every column is a tap shift (a multiple of cin) plus
+// its channel and every pixel base a multiple of cin, so each input element sits at grid
+// position offset / cin and a stride-1 conv's neighbouring pixels are neighbouring positions.
+struct GridMap {
+  int taps = 0;
+  int64_t positions = 0;           // in_elems / cin
+  std::vector<int32_t> tap_shift;  // [taps], in grid positions
+  int32_t max_shift = 0;
+  std::vector<int32_t> at;         // grid position -> pixel, or -1
+  int64_t gmin = 0, gmax = -1;     // first and last position holding a pixel
+};
+
+// False when the layer is not a grid layer.
+bool MakeGridMap(const GemmInt8Desc& d, int num_pixels, const int32_t* pixel_base,
+                 int64_t in_elems, GridMap* m) {
+  const int cin = d.cin;
+  if (cin <= 0 || d.cols % cin != 0 || in_elems % cin != 0 || in_elems / cin > INT32_MAX / 2)
+    return false;
+  m->taps = d.cols / cin;
+  m->positions = in_elems / cin;
+  m->tap_shift.assign(m->taps, 0);
+  for (int t = 0; t < m->taps; ++t) {
+    const int32_t o = d.col_offset[(size_t)t * cin];
+    if (o < 0 || o % cin != 0) return false;
+    for (int c = 1; c < cin; ++c)
+      if (d.col_offset[(size_t)t * cin + c] != o + c) return false;
+    m->tap_shift[t] = o / cin;
+    m->max_shift = std::max(m->max_shift, m->tap_shift[t]);
+  }
+  m->at.assign((size_t)m->positions, -1);
+  m->gmin = m->positions;
+  m->gmax = -1;
+  for (int p = 0; p < num_pixels; ++p) {
+    const int32_t b = pixel_base[p];
+    if (b < 0 || b % cin != 0 || b / cin >= m->positions || m->at[b / cin] >= 0) return false;
+    m->at[b / cin] = p;
+    m->gmin = std::min<int64_t>(m->gmin, b / cin);
+    m->gmax = std::max<int64_t>(m->gmax, b / cin);
+  }
+  return m->gmax >= 0;
+}
+
+// The AVX2 pixel-lane kernel (int8_internal.h, LanesInt8View) for grid layers with at most 1.5x
+// the pixels computed on 16-position tiles. Holds the row-block packing (`fallback`) for Run
+// calls with another pixel map than the one packed for.
+class LanesInt8 : public PackedGemmInt8 {
+ public:
+  // Returns null when the layer does not fit (then `fallback` is handed back untouched).
+  static std::unique_ptr<LanesInt8> Make(const GemmInt8Desc& d, bool sparse, int num_pixels,
+                                         const int32_t* pixel_base, int64_t in_elems,
+                                         std::unique_ptr<RowBlockInt8>* fallback) {
+    GridMap grid;
+    if ((*fallback)->input() != Int8Input::kS16 || num_pixels < kLaneTile ||
+        !MakeGridMap(d, num_pixels, pixel_base, in_elems, &grid))
+      return nullptr;
+    const int T = kLaneTile, cin = d.cin;
+    std::unique_ptr<LanesInt8> m(new LanesInt8());
+    for (int64_t s = grid.gmin; s <= grid.gmax; s += T) {
+      bool any = false;
+      for (int64_t i = s; i < std::min(s + T, grid.gmax + 1); ++i) any |= grid.at[i] >= 0;
+      if (!any) continue;
+      m->tile_start_.push_back((int32_t)s);
+      for (int64_t i = s; i < s + T; ++i) m->tile_pix_.push_back(i <= grid.gmax ? grid.at[i] : -1);
+    }
+    if ((double)m->tile_start_.size() * T > 1.5 * num_pixels + T) return nullptr;
+    // Elements per plane: every position a tile reads (the last tile's end + the largest shift),
+    // the stride kept off multiples of 4 KB (planes would share L1 sets) as for AMX.
+    m->plane_ = ((std::max<int64_t>(grid.positions, grid.gmax + T + grid.max_shift) + 31) / 32 + 1) * 32;
+    m->plane_ += ((9 - (m->plane_ / 32) % 64) + 64) % 64 * 32;
+    if ((int64_t)cin * m->plane_ > INT32_MAX - T) return nullptr;
+    m->cin_ = cin;
+    m->grid_ = grid.positions;
+    const int G = (d.rows + 15) / 16;
+    auto weight = [&](int r, int k) { return d.weights[(size_t)r * d.cols + k]; };
+    m->cstart_.assign(G + 1, 0);
+    m->pstart_.push_back(0);
+    std::vector<int> kept;
+    for (int g = 0; g < G; ++g) {
+      const int r0 = g * 16, nl = std::min(16, d.rows - r0);
+      // Chunks of kLaneRows rows and one of the rest (16 rows: 6 + 6 + 4; the kernel has
+      // register-allocated forms for 6 and 4).
+      for (int row = 0; row < nl;) {
+        const int n = std::min(kLaneRows, nl - row);
+        kept.clear();
+        for (int k = 0; k < d.cols; ++k) {
+          bool used = !sparse;
+          for (int r = r0 + row; r < r0 + row + n && !used; ++r) used = weight(r, k) != 0;
+          if (used) kept.push_back(k);
+        }
+        for (size_t i = 0; i < kept.size(); i += 2) {
+          const int k1 = kept[i], k2 = i + 1 < kept.size() ? kept[i + 1] : kept[i];
+          for (int k : {k1, k2})
+            m->poff_.push_back((int32_t)((k % cin) * m->plane_ + grid.tap_shift[k / cin]));
+          for (int r = 0; r < kLaneRows; ++r) {
+            int32_t pair = 0;
+            if (r < n) {
+              const int16_t lo = weight(r0 + row + r, k1);
+              const int16_t hi = k2 != k1 ? weight(r0 + row + r, k2) : 0;
+              pair = (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16));
+            }
+            m->pw_.push_back(pair);
+          }
+        }
+        m->crow_.push_back(row);
+        m->cnum_.push_back(n);
+        m->pstart_.push_back((int32_t)(m->poff_.size() / 2));
+        row += n;
+      }
+      m->cstart_[g + 1] = (int32_t)m->crow_.size();
+    }
+    for (auto* v : {&m->bias_, &m->mult_, &m->lsh_, &m->rsh_}) v->assign((size_t)G * 16, 0);
+    for (int r = 0; r < d.rows; ++r) {
+      int64_t sum = 0;
+      for (int k = 0; k < d.cols; ++k) sum += weight(r, k);
+      m->bias_[r] = (int32_t)((d.bias ? d.bias[r] : 0) - (int64_t)d.input_zp * sum);
+      m->mult_[r] = d.multiplier[r];
+      m->lsh_[r] = d.shift[r] > 0 ? d.shift[r] : 0;
+      m->rsh_[r] = d.shift[r] > 0 ? 0 : -d.shift[r];
+    }
+    m->pixel_base_.assign(pixel_base, pixel_base + num_pixels);
+    m->in_elems_ = in_elems;
+    LanesInt8View& v = m->v_;
+    v.rows = d.rows;
+    v.ngroups = G;
+    v.ntiles = (int)m->tile_start_.size();
+    v.cstart = m->cstart_.data();
+    v.crow = m->crow_.data();
+    v.cnum = m->cnum_.data();
+    v.pstart = m->pstart_.data();
+    v.poff = m->poff_.data();
+    v.pw = m->pw_.data();
+    v.tile_start = m->tile_start_.data();
+    v.tile_pix = m->tile_pix_.data();
+    v.bias = m->bias_.data();
+    v.mult = m->mult_.data();
+    v.lshift = m->lsh_.data();
+    v.rshift = m->rsh_.data();
+    v.out_zp = d.output_zp;
+    v.act_min = d.act_min;
+    v.act_max = d.act_max;
+    m->fallback_ = std::move(*fallback);
+    return m;
+  }
+  std::unique_ptr<RowBlockInt8> TakeFallback() { return std::move(fallback_); }
+  const RowBlockInt8* fallback() const { return fallback_.get(); }
+
+  KernelKind kind() const override { return fallback_->kind(); }
+  StructureInfo structure() const override { return fallback_->structure(); }
+  Isa isa() const override { return Isa::kAvx2; }
+  size_t packed_bytes() const override {
+    return (poff_.size() + pw_.size() + pstart_.size() + 2 * crow_.size()) * 4 +
+           fallback_->packed_bytes();
+  }
+
+  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
+           int8_t* out, ThreadPool* pool, int num_threads) const override {
+    if (num_pixels <= 0) return;
+    if (in_elems != in_elems_ || (size_t)num_pixels != pixel_base_.size() ||
+        std::memcmp(pixel_base, pixel_base_.data(), sizeof(int32_t) * num_pixels) != 0) {
+      fallback_->Run(in, in_elems, pixel_base, num_pixels, out, pool, num_threads);
+      return;
+    }
+    // Planar int16 copy (thread_local: concurrent nodes do not share it); positions past the
+    // grid are read by tiles whose outputs there are not stored, but must be zeros (finite).
+    static thread_local std::vector<int16_t> planar;
+    const size_t need = (size_t)cin_ * plane_ + kLaneTile;
+    if (planar.size() < need) planar.resize(need);
+    int16_t* x = planar.data();
+    for (int c = 0; c < cin_; ++c)
+      std::memset(x + c * plane_ + grid_, 0, sizeof(int16_t) * (plane_ - grid_));
+    if (num_threads > 1 && !pool) num_threads = 1;
+    const int T = v_.ntiles, G = v_.ngroups;
+    if (num_threads <= 1) {
+      ToPlanarS16Avx2(in, 0, grid_, cin_, x, plane_);
+      LanesInt8Avx2(v_, x, 0, T, 0, G, out);
+      return;
+    }
+    const int64_t blocks = (grid_ + 15) / 16;
+    pool->ParallelFor(num_threads, num_threads, [&](int i) {
+      const int64_t b0 = blocks * i / num_threads, b1 = blocks * (i + 1) / num_threads;
+      ToPlanarS16Avx2(in, b0 * 16, std::min(grid_, b1 * 16), cin_, x, plane_);
+    });
+    int tasks_t = std::max(1, std::min(T, num_threads * 2)), tasks_g = 1;
+    if (T < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_t));
+    pool->ParallelFor(tasks_t * tasks_g, num_threads, [&](int k) {
+      const int a = k / tasks_g, b = k % tasks_g;
+      const int t0 = (int)((int64_t)T * a / tasks_t), t1 = (int)((int64_t)T * (a + 1) / tasks_t);
+      const int g0 = (int)((int64_t)G * b / tasks_g), g1 = (int)((int64_t)G * (b + 1) / tasks_g);
+      if (t0 < t1 && g0 < g1) LanesInt8Avx2(v_, x, t0, t1, g0, g1, out);
+    });
+  }
+
+ private:
+  LanesInt8() = default;
+  int cin_ = 0;
+  int64_t grid_ = 0, plane_ = 0, in_elems_ = 0;
+  std::vector<int32_t> cstart_, crow_, cnum_, pstart_, poff_, pw_, tile_start_, tile_pix_;
+  std::vector<int32_t> bias_, mult_, lsh_, rsh_, pixel_base_;
+  LanesInt8View v_;
+  std::unique_ptr<RowBlockInt8> fallback_;
+};
+
+// `alt` (a planar packing holding the row-block one as its fallback) when it measures faster
+// than its fallback or `env` is "1", else the fallback.
+template <class Planar>
+std::unique_ptr<PackedGemmInt8> FasterOf(std::unique_ptr<Planar> alt, const char* env,
+                                         int rows, int num_pixels, const int32_t* pixel_base,
+                                         int64_t in_elems, int num_threads) {
+  const char* mode = getenv(env);
+  if (mode && *mode == '1') return alt;
+  std::vector<int8_t> in((size_t)std::max<int64_t>(in_elems, 1), 3);
+  std::vector<int8_t> out((size_t)num_pixels * rows + 16);
+  ThreadPool* pool = SharedThreadPool();
+  // The fallback first (its time bounds the candidate's early exit).
+  const RowBlockInt8* rb = alt->fallback();
+  const double tr = BestMs([&] { rb->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
+                                         pool, num_threads); }, 2.0, 1e30);
+  const double ta = BestMs([&] { alt->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
+                                          pool, num_threads); }, 2.0, tr);
+  if (ta < tr) return alt;
+  return alt->TakeFallback();
+}
+#endif
+
+// `p`, or a planar packing of the same weights where the layer fits one and it measured faster:
+// AMX (AVX-512 machines with AMX-INT8) or pixel lanes (the AVX2 kernel).
+std::unique_ptr<PackedGemmInt8> WithPlanar(std::unique_ptr<RowBlockInt8> p, const GemmInt8Desc& d,
+                                           int num_pixels, const int32_t* pixel_base,
+                                           int64_t in_elems, int num_threads) {
 #if defined(__x86_64__) || defined(__i386__)
   const bool sparse = p->kind() == KernelKind::kRowBlock;
-  auto amx = AmxInt8::Make(d, sparse, num_pixels, pixel_base, in_elems, &p);
-  if (!amx) return p;
-  const char* mode = getenv("NPAS_INT8_AMX");
-  if (mode && *mode == '1') return amx;
-  std::vector<int8_t> in((size_t)std::max<int64_t>(in_elems, 1), 3);
-  std::vector<int8_t> out((size_t)num_pixels * d.rows + 16);
-  ThreadPool* pool = SharedThreadPool();
-  // The fallback first (its time bounds the AMX timing's early exit).
-  const RowBlockInt8* vnni = amx->fallback();
-  const double tv = BestMs([&] { vnni->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
-                                           pool, num_threads); }, 2.0, 1e30);
-  const double ta = BestMs([&] { amx->Run(in.data(), in_elems, pixel_base, num_pixels, out.data(),
-                                          pool, num_threads); }, 2.0, tv);
-  if (ta < tv) return amx;
-  return amx->TakeFallback();
+  if (auto amx = AmxInt8::Make(d, sparse, num_pixels, pixel_base, in_elems, &p))
+    return FasterOf(std::move(amx), "NPAS_INT8_AMX", d.rows, num_pixels, pixel_base, in_elems,
+                    num_threads);
+  const char* lanes_mode = getenv("NPAS_INT8_LANES");
+  if (lanes_mode && *lanes_mode == '0') return p;
+  if (auto lanes = LanesInt8::Make(d, sparse, num_pixels, pixel_base, in_elems, &p))
+    return FasterOf(std::move(lanes), "NPAS_INT8_LANES", d.rows, num_pixels, pixel_base, in_elems,
+                    num_threads);
+  return p;
 #else
   (void)d; (void)num_pixels; (void)pixel_base; (void)in_elems; (void)num_threads;
   return p;
@@ -599,6 +819,15 @@ std::unique_ptr<PackedGemmInt8> WithAmx(std::unique_ptr<RowBlockInt8> p, const G
 bool IsAmxInt8(const PackedGemmInt8& p) {
 #if defined(__x86_64__) || defined(__i386__)
   return dynamic_cast<const AmxInt8*>(&p) != nullptr;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+bool IsLanesInt8(const PackedGemmInt8& p) {
+#if defined(__x86_64__) || defined(__i386__)
+  return dynamic_cast<const LanesInt8*>(&p) != nullptr;
 #else
   (void)p;
   return false;
@@ -683,16 +912,16 @@ std::unique_ptr<PackedGemmInt8> PackGemmInt8(const GemmInt8Desc& d, KernelKind k
   if (kind == KernelKind::kDense || kind == KernelKind::kRowBlock) {
     auto p = std::make_unique<RowBlockInt8>(d, kind == KernelKind::kRowBlock, info);
     if (!p->ok()) return fail("PackGemmInt8: out of memory");
-    return WithAmx(std::move(p), d, num_pixels, pixel_base, in_elems, num_threads);
+    return WithPlanar(std::move(p), d, num_pixels, pixel_base, in_elems, num_threads);
   }
   auto dense_rb = std::make_unique<RowBlockInt8>(d, false, info);
   auto sparse_rb = std::make_unique<RowBlockInt8>(d, true, info);
   if (!dense_rb->ok() || !sparse_rb->ok()) return fail("PackGemmInt8: out of memory");
   const bool worth = sparse_rb->quads() < dense_rb->quads() * 0.9;
   std::unique_ptr<PackedGemmInt8> dense =
-      WithAmx(std::move(dense_rb), d, num_pixels, pixel_base, in_elems, num_threads);
+      WithPlanar(std::move(dense_rb), d, num_pixels, pixel_base, in_elems, num_threads);
   std::unique_ptr<PackedGemmInt8> sparse =
-      worth ? WithAmx(std::move(sparse_rb), d, num_pixels, pixel_base, in_elems, num_threads)
+      worth ? WithPlanar(std::move(sparse_rb), d, num_pixels, pixel_base, in_elems, num_threads)
             : std::move(sparse_rb);
   double td = 0, ts = 0;
   if (worth || dense_ms || best_ms) {

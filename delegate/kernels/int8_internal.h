@@ -99,6 +99,40 @@ struct AmxInt8View {
   int32_t out_zp = 0, act_min = -128, act_max = 127;
 };
 
+// ---- int8 pixel lanes (AVX2: pixels in the vector lanes) --------------------------------------
+// For the grid layers of the AMX kernel above (columns = tap shift x cin + channel, pixel bases
+// multiples of cin: stride-1 convs, 1x1 convs, FC batches). Where the row-block kernel gathers a
+// sparse column's input per pixel with scalar loads, this one reads it for 16 pixels at once: Run
+// copies the input into int16 *planes* (ToPlanarS16Avx2: plane c holds channel c of every grid
+// position, planes `plane` elements apart, zeros past the grid), so 16 consecutive positions of a
+// column are one ymm. A tile is 16 consecutive positions from tile_start[t]; tile_pix[16t + i] is
+// the output pixel at position tile_start[t] + i, or -1 (computed, not stored). Rows come in
+// chunks of at most kLaneRows rows of one 16-row group (group g: chunks cstart[g] ..
+// cstart[g+1]-1; chunk k: rows crow[k] .. crow[k] + cnum[k] - 1 within the group), each chunk
+// with the columns any of its rows keeps, in pairs pstart[k] .. pstart[k+1]-1: pair j reads
+// element offsets poff[2j], poff[2j+1] (c * plane + tap shift; an odd last column pairs with
+// itself at weight 0) and row r of the chunk multiplies them by the int16 pair
+// pw[kLaneRows * j + r] (low half: the first column) with vpmaddwd. bias has -input_zp * sum W
+// folded in. Outputs of a 16-row group are transposed in registers and stored per pixel.
+constexpr int kLaneRows = 6;   // rows per chunk: 2 ymm accumulators each, 8 of 16 registers
+constexpr int kLaneTile = 16;  // positions per tile (one ymm of int16)
+struct LanesInt8View {
+  int rows = 0, ngroups = 0, ntiles = 0;
+  const int32_t* cstart = nullptr;      // [ngroups + 1]
+  const int32_t* crow = nullptr;        // [nchunks]
+  const int32_t* cnum = nullptr;        // [nchunks]: 1 .. kLaneRows
+  const int32_t* pstart = nullptr;      // [nchunks + 1]
+  const int32_t* poff = nullptr;        // [npairs * 2]
+  const int32_t* pw = nullptr;          // [npairs * kLaneRows]
+  const int32_t* tile_start = nullptr;  // [ntiles]
+  const int32_t* tile_pix = nullptr;    // [ntiles * kLaneTile]
+  const int32_t* bias = nullptr;        // [ngroups * 16] (folded)
+  const int32_t* mult = nullptr;        // [ngroups * 16]
+  const int32_t* lshift = nullptr;      // [ngroups * 16]
+  const int32_t* rshift = nullptr;      // [ngroups * 16]
+  int32_t out_zp = 0, act_min = -128, act_max = 127;
+};
+
 // ---- int8 depthwise (depth_multiplier 1) -----------------------------------------------------
 // Channels in groups of 16; group g keeps the taps tstart[g] .. tstart[g+1]-1 (sparse: only taps
 // nonzero in some lane), tap j at input offset toffs[j] with its 16 weights at w[16j] (int32) and
@@ -185,6 +219,9 @@ struct RowBlockInt8Kernel {
 RowBlockInt8Kernel SelectRowBlockInt8();
 // Whether a packed layer runs the AMX kernel (tests).
 bool IsAmxInt8(const PackedGemmInt8& p);
+// Whether a packed layer runs the pixel-lane kernel (tests). NPAS_INT8_LANES=1 makes packing use
+// it wherever the layer fits (AVX2 only), =0 never; unset: when it measures faster.
+bool IsLanesInt8(const PackedGemmInt8& p);
 
 void RowBlockInt8Scalar(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                         int8_t*);
@@ -195,6 +232,12 @@ void RowBlockInt8VnniVbmi(const RowBlockInt8View&, const void*, const int32_t*, 
                           int, int8_t*);
 void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int, int, int, int,
                       int8_t*);
+// Pixel-lane kernel (LanesInt8View) over tiles t0..t1-1 and row groups g0..g1-1; and the planar
+// int16 copy of grid positions g0..g1-1 (NHWC int8 -> planes[c * plane + position]).
+void LanesInt8Avx2(const LanesInt8View& v, const int16_t* planes, int t0, int t1, int g0, int g1,
+                   int8_t* out);
+void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
+                     int64_t plane);
 bool CpuHasAvx512Vnni();
 void ToU8Avx512(const int8_t* in, uint8_t* out, int64_t n);  // x ^ 0x80 (AVX-512BW)
 bool CpuHasAvx512Vbmi();  // vpermb (Ice Lake, Zen 4 and later); NPAS_INT8_NO_VBMI=1 hides it

@@ -173,10 +173,11 @@ static void BenchInt8(int th, int reps) {
         names.push_back(std::string("fp32-") + isa);
         runs.push_back([&, g] { g->Run(inf.data(), l.pixel_base.data(), np, outf.data(), SharedThreadPool(), th); });
       }
-      for (const char* isa : {"scalar", "avx2", "avx512", "amx"}) {
-        const bool amx = std::string(isa) == "amx";
-        setenv("NPAS_ISA", amx ? "avx512" : isa, 1);
+      for (const char* isa : {"scalar", "avx2", "lanes", "avx512", "amx"}) {
+        const bool amx = std::string(isa) == "amx", lanes = std::string(isa) == "lanes";
+        setenv("NPAS_ISA", amx ? "avx512" : lanes ? "avx2" : isa, 1);
         setenv("NPAS_INT8_AMX", amx ? "1" : "0", 1);
+        setenv("NPAS_INT8_LANES", lanes ? "1" : "0", 1);
 #if defined(__x86_64__) || defined(__i386__)
         if (amx && !internal::CpuHasAmxInt8()) continue;
 #else
@@ -184,7 +185,8 @@ static void BenchInt8(int th, int reps) {
 #endif
         if (!amx && std::string(isa) == "scalar" && l.name.find("conv") == 0 && skip_scalar) continue;
         if (vnni_only && std::string(isa) != "avx512" && !amx) continue;
-        const std::string kname = amx ? "avx512-amx" : internal::SelectRowBlockInt8().name;
+        if (lanes && DetectIsa() != Isa::kAvx2) continue;
+        const std::string kname = amx ? "avx512-amx" : lanes ? "avx2-lanes" : internal::SelectRowBlockInt8().name;
         if (std::find(names.begin(), names.end(), "int8-" + kname) != names.end()) continue;
         GemmInt8Desc d;
         d.rows = l.rows; d.cols = l.cols; d.kh = d.kw = l.kh; d.cin = l.cin;
@@ -198,6 +200,7 @@ static void BenchInt8(int th, int reps) {
       }
       unsetenv("NPAS_ISA");
       unsetenv("NPAS_INT8_AMX");
+      unsetenv("NPAS_INT8_LANES");
       std::vector<double> best(runs.size(), 1e30);
       for (auto& r : runs) r();  // warm-up
       for (int i = 0; i < reps; ++i)

@@ -150,6 +150,7 @@ struct Forced {
   Isa isa;
   bool no_vbmi;      // NPAS_INT8_NO_VBMI=1: the VNNI kernel without vpermb windows
   bool amx = false;  // NPAS_INT8_AMX=1: the AMX kernel wherever the layer fits it (else =0)
+  bool lanes = false;  // NPAS_INT8_LANES=1: the AVX2 pixel-lane kernel wherever it fits (else =0)
 };
 static std::vector<Forced> g_isas;  // ISAs to force (main)
 static void Force(const Forced& f) {
@@ -157,9 +158,10 @@ static void Force(const Forced& f) {
   if (f.no_vbmi) setenv("NPAS_INT8_NO_VBMI", "1", 1);
   else unsetenv("NPAS_INT8_NO_VBMI");
   setenv("NPAS_INT8_AMX", f.amx ? "1" : "0", 1);
+  setenv("NPAS_INT8_LANES", f.lanes ? "1" : "0", 1);
 }
 static const char* KernelName(const Forced& f) {
-  return f.amx ? "avx512-amx" : internal::SelectRowBlockInt8().name;
+  return f.amx ? "avx512-amx" : f.lanes ? "avx2-lanes" : internal::SelectRowBlockInt8().name;
 }
 
 static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mode, double density,
@@ -249,6 +251,10 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
           if (!forced.amx || amx_layer)
             Check(internal::IsAmxInt8(*k) == forced.amx,
                   L.name + ": AMX kernel used iff forced (NPAS_INT8_AMX=1)");
+          const bool lanes_layer = amx_layer || L.name.find("(lanes)") != std::string::npos;
+          if (!forced.lanes || lanes_layer)
+            Check(internal::IsLanesInt8(*k) == forced.lanes,
+                  L.name + ": pixel-lane kernel used iff forced (NPAS_INT8_LANES=1)");
         }
         size_t bad = 0;
         for (size_t i = 0; i < out.size(); ++i) bad += out[i] != ref[i];
@@ -264,13 +270,17 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
   unsetenv("NPAS_ISA");
   unsetenv("NPAS_INT8_NO_VBMI");
   unsetenv("NPAS_INT8_AMX");
+  unsetenv("NPAS_INT8_LANES");
 }
 
 int main() {
   TestMultiplier();
   const Isa best = DetectIsa();
   g_isas = {{Isa::kScalar, false}};
-  if (best == Isa::kAvx2 || best == Isa::kAvx512) g_isas.push_back({Isa::kAvx2, false});
+  if (best == Isa::kAvx2 || best == Isa::kAvx512) {
+    g_isas.push_back({Isa::kAvx2, false});
+    g_isas.push_back({Isa::kAvx2, false, false, true});
+  }
   if (best == Isa::kAvx512) {
     g_isas.push_back({Isa::kAvx512, false});
     setenv("NPAS_ISA", "avx512", 1);
@@ -287,13 +297,14 @@ int main() {
   }
   std::printf("\nint8 depthwise kernels tested:");
   for (const Forced& f : g_isas)
-    if (!f.no_vbmi && !f.amx) {
+    if (!f.no_vbmi && !f.amx && !f.lanes) {
       Force(f);
       std::printf(" %s", internal::SelectDepthwiseInt8().name);
     }
   unsetenv("NPAS_ISA");
   unsetenv("NPAS_INT8_NO_VBMI");
   unsetenv("NPAS_INT8_AMX");
+  unsetenv("NPAS_INT8_LANES");
   std::printf("\n");
   std::vector<Layer> layers;
   auto add = [&](Layer l) { layers.push_back(l); };
@@ -309,6 +320,11 @@ int main() {
   Layer a3 = c3; a3.name = "conv3x3 same 36->40 11x13 n2 (amx)"; a3.h = 11; a3.w = 13; a3.cin = 36; a3.cout = 40; a3.n = 2; add(a3);
   Layer a1 = c1; a1.name = "conv1x1 132->24 9x10 (amx)"; a1.h = 9; a1.w = 10; a1.cin = 132; a1.cout = 24; add(a1);
   Layer af = fc; af.name = "fc 50x68 b20 (amx)"; af.n = 20; af.cin = 68; af.cout = 50; add(af);
+  // Grid layers the pixel-lane kernel takes besides the AMX ones: cin not a multiple of 16 or
+  // 4, a valid 5x5 conv (tiles across row ends).
+  Layer l3 = c3; l3.name = "conv3x3 same 3->21 12x17 (lanes)"; l3.h = 12; l3.w = 17; l3.cin = 3; l3.cout = 21; add(l3);
+  Layer l5 = c3; l5.name = "conv5x5 valid 18->16 12x20 (lanes)"; l5.same = false; l5.kh = l5.kw = 5; l5.h = 12; l5.w = 20; l5.cin = 18; l5.cout = 16; add(l5);
+  Layer l1 = c1; l1.name = "conv1x1 33->7 6x6 (lanes)"; l1.h = 6; l1.w = 6; l1.cin = 33; l1.cout = 7; add(l1);
   Layer dw; dw.name = "dw3x3 same 40 8x8"; dw.depthwise = true; dw.h = dw.w = 8; dw.cin = 40; dw.kh = dw.kw = 3; dw.same = true; add(dw);
   Layer dw5 = dw; dw5.name = "dw5x5 s2 same 64 9x7"; dw5.kh = dw5.kw = 5; dw5.cin = 64; dw5.h = 9; dw5.w = 7; dw5.sh = dw5.sw = 2; add(dw5);
   Layer dw3 = dw; dw3.name = "dw3x3 valid 21 6x6 n2"; dw3.same = false; dw3.cin = 21; dw3.h = dw3.w = 6; dw3.n = 2; add(dw3);
