@@ -47,6 +47,23 @@ def test_readings_per_compression(bench):
     assert r["gru (any compression)"][bops] is True
 
 
+def test_speed_targets_read_auto_and_interleaved(bench):
+    """The speed targets read the delegate's own choice (auto) against stock, and against fp32
+    the interleaved int8-vs-fp32 timing where the row has one (else the auto medians)."""
+    cases = [_row("dense_fp32", 0.89, 1.0),
+             _row("pruned_fp32", 0.89, 8.0, 8, forced=0.2, npas=0.2),
+             dict(_row("pruned_int8", 0.89, 128.0, 8, forced=0.3, npas=0.15), speedup=4.5,
+                  vs_fp32_pruned={"npas_ms": 0.1, "fp32_npas_ms": 0.16, "speedup": 1.6})]
+    r = bench.readings(cases)["gru"]
+    assert r["int8_npas_vs_fp32_npas_interleaved"] == 1.6
+    assert r["int8_npas_vs_fp32_npas_auto"] == pytest.approx(1.333, abs=1e-3)  # 0.2 / 0.15
+    assert r["targets"]["int8 sparse >= 1.5x our fp32 sparse"] is True      # 1.6, not 1.33
+    assert r["targets"]["int8 sparse >= 4x stock int8 XNNPACK"] is True     # auto 4.5x
+    del cases[2]["vs_fp32_pruned"]
+    r = bench.readings(cases)["gru"]
+    assert r["targets"]["int8 sparse >= 1.5x our fp32 sparse"] is False     # auto 1.33
+
+
 def test_repeated_reports_medians(bench):
     """--repeat: the median of each figure over the compare() runs, every speedup kept."""
     runs = iter([{"baseline_ms": 3.0, "npas_ms": 1.0, "speedup": 3.0, "max_abs_err": 0.0,

@@ -156,72 +156,66 @@ static inline void Transpose16x16(const __m128i* in, __m128i* out) {
 // on every pair when the loop is written with intrinsics (a register move or a stack round trip
 // per vpaddd; 1.5-2x slower): here ymm0-11 hold the accumulators, ymm12/14 the interleaved
 // input columns, ymm13 the broadcast weight pair and ymm15 the product.
-#define NPAS_LANE_ROW(disp, lo, hi)                   \
-  "vpbroadcastd " disp "(%[w]), %%ymm13\n\t"          \
-  "vpmaddwd %%ymm13, %%ymm12, %%ymm15\n\t"            \
-  "vpaddd %%ymm15, %%ymm" lo ", %%ymm" lo "\n\t"      \
-  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"            \
+#define NPAS_LANE_ROW(disp, lo, hi)                  \
+  "vpbroadcastd " disp "(%[w]), %%ymm13\n\t"         \
+  "vpmaddwd %%ymm13, %%ymm12, %%ymm15\n\t"           \
+  "vpaddd %%ymm15, %%ymm" lo ", %%ymm" lo "\n\t"     \
+  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"           \
   "vpaddd %%ymm15, %%ymm" hi ", %%ymm" hi "\n\t"
-#define NPAS_LANE_LOOP(ROWS, STEP)                      \
-  "1:\n\t"                                             \
-  "movslq (%[po]), %%rax\n\t"                          \
-  "movslq 4(%[po]), %%rdx\n\t"                         \
-  "vmovdqu (%[x],%%rax,2), %%ymm12\n\t"                \
-  "vmovdqu (%[x],%%rdx,2), %%ymm13\n\t"                \
-  "vpunpckhwd %%ymm13, %%ymm12, %%ymm14\n\t"           \
-  "vpunpcklwd %%ymm13, %%ymm12, %%ymm12\n\t"           \
-  ROWS                                                 \
-  "add $8, %[po]\n\t"                                  \
-  "add $" STEP ", %[w]\n\t"                            \
-  "cmp %[pe], %[po]\n\t"                               \
+#define NPAS_LANE_ROWS4 \
+  NPAS_LANE_ROW("0", "0", "1") NPAS_LANE_ROW("4", "2", "3") \
+  NPAS_LANE_ROW("8", "4", "5") NPAS_LANE_ROW("12", "6", "7")
+#define NPAS_LANE_ROWS6 \
+  NPAS_LANE_ROWS4 NPAS_LANE_ROW("16", "8", "9") NPAS_LANE_ROW("20", "10", "11")
+#define NPAS_LANE_LOOP(ROWS)                     \
+  "1:\n\t"                                      \
+  "movslq (%[po]), %%rax\n\t"                   \
+  "movslq 4(%[po]), %%rdx\n\t"                  \
+  "vmovdqu (%[x],%%rax,2), %%ymm12\n\t"         \
+  "vmovdqu (%[x],%%rdx,2), %%ymm13\n\t"         \
+  "vpunpckhwd %%ymm13, %%ymm12, %%ymm14\n\t"    \
+  "vpunpcklwd %%ymm13, %%ymm12, %%ymm12\n\t"    \
+  ROWS                                          \
+  "add $8, %[po]\n\t"                           \
+  "add $24, %[w]\n\t" /* kLaneRows * 4 bytes */ \
+  "cmp %[pe], %[po]\n\t"                        \
   "jb 1b\n\t"
-#define NPAS_LANE_CLOBBERS                                                                    \
-  "rax", "rdx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
-      "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
+// Accumulator i <-> acc[i] (32 bytes each).
+#define NPAS_LANE_LOAD(i, off) "vmovdqa " off "(%[acc]), %%ymm" i "\n\t"
+#define NPAS_LANE_STORE(i, off) "vmovdqa %%ymm" i ", " off "(%[acc])\n\t"
+#define NPAS_LANE_ACC8(M) \
+  M("0", "0") M("1", "32") M("2", "64") M("3", "96") M("4", "128") M("5", "160") M("6", "192") \
+  M("7", "224")
+#define NPAS_LANE_ACC12(M) NPAS_LANE_ACC8(M) M("8", "256") M("9", "288") M("10", "320") M("11", "352")
+#define NPAS_LANE_OPERANDS                          \
+  : [po] "+r"(po), [w] "+r"(w)                      \
+  : [x] "r"(x), [pe] "r"(pe), [acc] "r"(acc)        \
+  : "rax", "rdx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+    "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
 template <int R>
 static inline void LanePairs(const LanesInt8View& v, const int16_t* x, int j0, int j1,
                              __m256i* acc) {
   static_assert(R == 6 || R == 4, "asm forms for 6 and 4 rows");
+  static_assert(kLaneRows == 6, "the asm steps the weights by 6 pairs");
   const int32_t* po = v.poff + 2 * j0;
   const int32_t* pe = v.poff + 2 * j1;
   const int32_t* w = v.pw + kLaneRows * j0;
-  if (R == 6) {
-    asm volatile(
-        "vmovdqa 0(%[acc]), %%ymm0\n\tvmovdqa 32(%[acc]), %%ymm1\n\t"
-        "vmovdqa 64(%[acc]), %%ymm2\n\tvmovdqa 96(%[acc]), %%ymm3\n\t"
-        "vmovdqa 128(%[acc]), %%ymm4\n\tvmovdqa 160(%[acc]), %%ymm5\n\t"
-        "vmovdqa 192(%[acc]), %%ymm6\n\tvmovdqa 224(%[acc]), %%ymm7\n\t"
-        "vmovdqa 256(%[acc]), %%ymm8\n\tvmovdqa 288(%[acc]), %%ymm9\n\t"
-        "vmovdqa 320(%[acc]), %%ymm10\n\tvmovdqa 352(%[acc]), %%ymm11\n\t"
-        NPAS_LANE_LOOP(NPAS_LANE_ROW("0", "0", "1") NPAS_LANE_ROW("4", "2", "3") NPAS_LANE_ROW("8", "4", "5") NPAS_LANE_ROW("12", "6", "7") NPAS_LANE_ROW("16", "8", "9") NPAS_LANE_ROW("20", "10", "11") , "24")
-        "vmovdqa %%ymm0, 0(%[acc])\n\tvmovdqa %%ymm1, 32(%[acc])\n\t"
-        "vmovdqa %%ymm2, 64(%[acc])\n\tvmovdqa %%ymm3, 96(%[acc])\n\t"
-        "vmovdqa %%ymm4, 128(%[acc])\n\tvmovdqa %%ymm5, 160(%[acc])\n\t"
-        "vmovdqa %%ymm6, 192(%[acc])\n\tvmovdqa %%ymm7, 224(%[acc])\n\t"
-        "vmovdqa %%ymm8, 256(%[acc])\n\tvmovdqa %%ymm9, 288(%[acc])\n\t"
-        "vmovdqa %%ymm10, 320(%[acc])\n\tvmovdqa %%ymm11, 352(%[acc])"
-        : [po] "+r"(po), [w] "+r"(w)
-        : [x] "r"(x), [pe] "r"(pe), [acc] "r"(acc)
-        : NPAS_LANE_CLOBBERS);
-  } else {
-    asm volatile(
-        "vmovdqa 0(%[acc]), %%ymm0\n\tvmovdqa 32(%[acc]), %%ymm1\n\t"
-        "vmovdqa 64(%[acc]), %%ymm2\n\tvmovdqa 96(%[acc]), %%ymm3\n\t"
-        "vmovdqa 128(%[acc]), %%ymm4\n\tvmovdqa 160(%[acc]), %%ymm5\n\t"
-        "vmovdqa 192(%[acc]), %%ymm6\n\tvmovdqa 224(%[acc]), %%ymm7\n\t"
-        NPAS_LANE_LOOP(NPAS_LANE_ROW("0", "0", "1") NPAS_LANE_ROW("4", "2", "3") NPAS_LANE_ROW("8", "4", "5") NPAS_LANE_ROW("12", "6", "7") , "24")
-        "vmovdqa %%ymm0, 0(%[acc])\n\tvmovdqa %%ymm1, 32(%[acc])\n\t"
-        "vmovdqa %%ymm2, 64(%[acc])\n\tvmovdqa %%ymm3, 96(%[acc])\n\t"
-        "vmovdqa %%ymm4, 128(%[acc])\n\tvmovdqa %%ymm5, 160(%[acc])\n\t"
-        "vmovdqa %%ymm6, 192(%[acc])\n\tvmovdqa %%ymm7, 224(%[acc])"
-        : [po] "+r"(po), [w] "+r"(w)
-        : [x] "r"(x), [pe] "r"(pe), [acc] "r"(acc)
-        : NPAS_LANE_CLOBBERS);
-  }
+  if (R == 6)
+    asm volatile(NPAS_LANE_ACC12(NPAS_LANE_LOAD) NPAS_LANE_LOOP(NPAS_LANE_ROWS6)
+                     NPAS_LANE_ACC12(NPAS_LANE_STORE) NPAS_LANE_OPERANDS);
+  else
+    asm volatile(NPAS_LANE_ACC8(NPAS_LANE_LOAD) NPAS_LANE_LOOP(NPAS_LANE_ROWS4)
+                     NPAS_LANE_ACC8(NPAS_LANE_STORE) NPAS_LANE_OPERANDS);
 }
 #undef NPAS_LANE_ROW
+#undef NPAS_LANE_ROWS4
+#undef NPAS_LANE_ROWS6
 #undef NPAS_LANE_LOOP
-#undef NPAS_LANE_CLOBBERS
+#undef NPAS_LANE_LOAD
+#undef NPAS_LANE_STORE
+#undef NPAS_LANE_ACC8
+#undef NPAS_LANE_ACC12
+#undef NPAS_LANE_OPERANDS
 
 // One chunk of R rows (from absolute row `row`) for the 16 positions at `x`: row r into
 // tmp[(row + r) % 16] (16 bytes in position order).

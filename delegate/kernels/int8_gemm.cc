@@ -312,6 +312,48 @@ class RowBlockInt8 : public PackedGemmInt8 {
 };
 
 #if defined(__x86_64__) || defined(__i386__)
+// The grid geometry of the planar kernels: every column is a tap shift (a multiple of cin) plus
+// its channel and every pixel base a multiple of cin, so each input element sits at grid
+// position offset / cin and a stride-1 conv's neighbouring pixels are neighbouring positions.
+struct GridMap {
+  int taps = 0;
+  int64_t positions = 0;           // in_elems / cin
+  std::vector<int32_t> tap_shift;  // [taps], in grid positions
+  int32_t max_shift = 0;
+  std::vector<int32_t> at;         // grid position -> pixel, or -1
+  int64_t gmin = 0, gmax = -1;     // first and last position holding a pixel
+};
+
+// False when the layer is not a grid layer.
+bool MakeGridMap(const GemmInt8Desc& d, int num_pixels, const int32_t* pixel_base,
+                 int64_t in_elems, GridMap* m) {
+  const int cin = d.cin;
+  if (cin <= 0 || d.cols % cin != 0 || in_elems % cin != 0 || in_elems / cin > INT32_MAX / 2)
+    return false;
+  m->taps = d.cols / cin;
+  m->positions = in_elems / cin;
+  m->tap_shift.assign(m->taps, 0);
+  for (int t = 0; t < m->taps; ++t) {
+    const int32_t o = d.col_offset[(size_t)t * cin];
+    if (o < 0 || o % cin != 0) return false;
+    for (int c = 1; c < cin; ++c)
+      if (d.col_offset[(size_t)t * cin + c] != o + c) return false;
+    m->tap_shift[t] = o / cin;
+    m->max_shift = std::max(m->max_shift, m->tap_shift[t]);
+  }
+  m->at.assign((size_t)m->positions, -1);
+  m->gmin = m->positions;
+  m->gmax = -1;
+  for (int p = 0; p < num_pixels; ++p) {
+    const int32_t b = pixel_base[p];
+    if (b < 0 || b % cin != 0 || b / cin >= m->positions || m->at[b / cin] >= 0) return false;
+    m->at[b / cin] = p;
+    m->gmin = std::min<int64_t>(m->gmin, b / cin);
+    m->gmax = std::max<int64_t>(m->gmax, b / cin);
+  }
+  return m->gmax >= 0;
+}
+
 // The AMX-INT8 kernel (int8_internal.h, AmxInt8View) for the layers it fits: a grid geometry
 // (every column = tap offset + channel, cin % 4 == 0, pixel bases multiples of cin, at most 1.5x
 // the pixels computed on the grid's 16-position tiles: stride-1 convs, 1x1 convs, FC batches of
@@ -324,30 +366,17 @@ class AmxInt8 : public PackedGemmInt8 {
                                        const int32_t* pixel_base, int64_t in_elems,
                                        std::unique_ptr<RowBlockInt8>* fallback) {
     const int cin = d.cin;
+    GridMap grid;
     if (!CpuHasAmxInt8() || DetectIsa() != Isa::kAvx512 || num_pixels < 16 || cin <= 0 ||
-        cin % 4 != 0 || d.cols % cin != 0 || in_elems % cin != 0 || in_elems / cin > INT32_MAX / 8)
+        cin % 4 != 0 || !MakeGridMap(d, num_pixels, pixel_base, in_elems, &grid) ||
+        grid.positions > INT32_MAX / 8)
       return nullptr;
-    const int taps = d.cols / cin;
-    const int64_t G = in_elems / cin;
-    std::vector<int32_t> tapg(taps);
-    int32_t maxd = 0;
-    for (int t = 0; t < taps; ++t) {
-      const int32_t o = d.col_offset[(size_t)t * cin];
-      if (o < 0 || o % cin != 0) return nullptr;
-      for (int c = 1; c < cin; ++c)
-        if (d.col_offset[(size_t)t * cin + c] != o + c) return nullptr;
-      tapg[t] = o / cin;
-      maxd = std::max(maxd, tapg[t]);
-    }
-    std::vector<int32_t> at((size_t)G, -1);  // grid position -> pixel
-    int64_t gmin = G, gmax = -1;
-    for (int p = 0; p < num_pixels; ++p) {
-      const int32_t b = pixel_base[p];
-      if (b < 0 || b % cin != 0 || b / cin >= G || at[b / cin] >= 0) return nullptr;
-      at[b / cin] = p;
-      gmin = std::min<int64_t>(gmin, b / cin);
-      gmax = std::max<int64_t>(gmax, b / cin);
-    }
+    const int taps = grid.taps;
+    const int64_t G = grid.positions;
+    const std::vector<int32_t>& tapg = grid.tap_shift;
+    const int32_t maxd = grid.max_shift;
+    const std::vector<int32_t>& at = grid.at;  // grid position -> pixel
+    const int64_t gmin = grid.gmin, gmax = grid.gmax;
     std::unique_ptr<AmxInt8> m(new AmxInt8());
     for (int64_t s = gmin; s <= gmax; s += 64) {
       int nsub = 0;
@@ -565,50 +594,6 @@ class AmxInt8 : public PackedGemmInt8 {
   AmxInt8View v_;
   std::unique_ptr<RowBlockInt8> fallback_;
 };
-#endif
-
-#if defined(__x86_64__) || defined(__i386__)
-// The grid geometry of the planar kernels: every column is a tap shift (a multiple of cin) plus
-// its channel and every pixel base a multiple of cin, so each input element sits at grid
-// position offset / cin and a stride-1 conv's neighbouring pixels are neighbouring positions.
-struct GridMap {
-  int taps = 0;
-  int64_t positions = 0;           // in_elems / cin
-  std::vector<int32_t> tap_shift;  // [taps], in grid positions
-  int32_t max_shift = 0;
-  std::vector<int32_t> at;         // grid position -> pixel, or -1
-  int64_t gmin = 0, gmax = -1;     // first and last position holding a pixel
-};
-
-// False when the layer is not a grid layer.
-bool MakeGridMap(const GemmInt8Desc& d, int num_pixels, const int32_t* pixel_base,
-                 int64_t in_elems, GridMap* m) {
-  const int cin = d.cin;
-  if (cin <= 0 || d.cols % cin != 0 || in_elems % cin != 0 || in_elems / cin > INT32_MAX / 2)
-    return false;
-  m->taps = d.cols / cin;
-  m->positions = in_elems / cin;
-  m->tap_shift.assign(m->taps, 0);
-  for (int t = 0; t < m->taps; ++t) {
-    const int32_t o = d.col_offset[(size_t)t * cin];
-    if (o < 0 || o % cin != 0) return false;
-    for (int c = 1; c < cin; ++c)
-      if (d.col_offset[(size_t)t * cin + c] != o + c) return false;
-    m->tap_shift[t] = o / cin;
-    m->max_shift = std::max(m->max_shift, m->tap_shift[t]);
-  }
-  m->at.assign((size_t)m->positions, -1);
-  m->gmin = m->positions;
-  m->gmax = -1;
-  for (int p = 0; p < num_pixels; ++p) {
-    const int32_t b = pixel_base[p];
-    if (b < 0 || b % cin != 0 || b / cin >= m->positions || m->at[b / cin] >= 0) return false;
-    m->at[b / cin] = p;
-    m->gmin = std::min<int64_t>(m->gmin, b / cin);
-    m->gmax = std::max<int64_t>(m->gmax, b / cin);
-  }
-  return m->gmax >= 0;
-}
 
 // The AVX2 pixel-lane kernel (int8_internal.h, LanesInt8View) for grid layers with at most 1.5x
 // the pixels computed on 16-position tiles. Holds the row-block packing (`fallback`) for Run
