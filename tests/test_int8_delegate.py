@@ -79,7 +79,11 @@ def _builtin(content, reference=False):
 @pytest.mark.parametrize("kind", ["fc", "conv1x1", "conv3x3_s2_same", "conv3x3_valid",
                                   "depthwise"])
 @pytest.mark.parametrize("shift", [0.0, 3.0])  # shift > 0: all-positive inputs, zero point -128
-def test_int8_matches_stock(kind, shift):
+@pytest.mark.parametrize("lanes", ["0", "1"])
+def test_int8_matches_stock(kind, shift, lanes, monkeypatch):
+    # NPAS_INT8_LANES=1: the AVX2 pixel-lane kernel wherever the layer fits it (conv1x1 and
+    # conv3x3_valid here; ignored on CPUs with VNNI), 0: never.
+    monkeypatch.setenv("NPAS_INT8_LANES", lanes)
     rng = np.random.default_rng(zlib.crc32(f"{kind}/{shift}".encode()))
     model = _model(kind, rng)
     shape = model.input_shape[1:]
