@@ -354,12 +354,84 @@ bool MakeGridMap(const GemmInt8Desc& d, int num_pixels, const int32_t* pixel_bas
   return m->gmax >= 0;
 }
 
+// What the planar int8 kernels (AMX, pixel lanes) share. Each is packed for one pixel map, the
+// node's (a Run with another goes to the row-block packing of the same weights, `fallback`), and
+// per call copies the input into channel planes, then runs tiles of 16 grid positions x groups
+// of 16 rows, both steps split over the threads.
+class PlanarInt8 : public PackedGemmInt8 {
+ public:
+  // Gives the row-block packing back (when the planar one lost the timing).
+  std::unique_ptr<RowBlockInt8> TakeFallback() { return std::move(fallback_); }
+  const RowBlockInt8* fallback() const { return fallback_.get(); }
+  KernelKind kind() const override { return fallback_->kind(); }
+  StructureInfo structure() const override { return fallback_->structure(); }
+
+  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
+           int8_t* out, ThreadPool* pool, int num_threads) const override {
+    if (num_pixels <= 0) return;
+    if (in_elems != in_elems_ || (size_t)num_pixels != pixel_base_.size() ||
+        std::memcmp(pixel_base, pixel_base_.data(), sizeof(int32_t) * num_pixels) != 0) {
+      fallback_->Run(in, in_elems, pixel_base, num_pixels, out, pool, num_threads);
+      return;
+    }
+    void* planes = Scratch();
+    if (num_threads > 1 && !pool) num_threads = 1;
+    const int T = ntiles_, G = ngroups_;
+    if (num_threads <= 1) {
+      ToPlanar(in, 0, grid_, planes);
+      Tiles(planes, 0, T, 0, G, out);
+      return;
+    }
+    const int64_t blocks = (grid_ + 15) / 16;
+    pool->ParallelFor(num_threads, num_threads, [&](int i) {
+      const int64_t b0 = blocks * i / num_threads, b1 = blocks * (i + 1) / num_threads;
+      ToPlanar(in, b0 * 16, std::min(grid_, b1 * 16), planes);
+    });
+    int tasks_t = std::max(1, std::min(T, num_threads * 2)), tasks_g = 1;
+    if (T < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_t));
+    pool->ParallelFor(tasks_t * tasks_g, num_threads, [&](int k) {
+      const int a = k / tasks_g, b = k % tasks_g;
+      const int t0 = (int)((int64_t)T * a / tasks_t), t1 = (int)((int64_t)T * (a + 1) / tasks_t);
+      const int g0 = (int)((int64_t)G * b / tasks_g), g1 = (int)((int64_t)G * (b + 1) / tasks_g);
+      if (t0 < t1 && g0 < g1) Tiles(planes, t0, t1, g0, g1, out);
+    });
+  }
+
+ protected:
+  // This thread's planar scratch, ready for ToPlanar (thread_local: concurrent nodes do not
+  // share it).
+  virtual void* Scratch() const = 0;
+  // Grid positions [p0, p1) of the input into the planes.
+  virtual void ToPlanar(const int8_t* in, int64_t p0, int64_t p1, void* planes) const = 0;
+  // Tiles [t0, t1) x row groups [g0, g1) of the output.
+  virtual void Tiles(const void* planes, int t0, int t1, int g0, int g1, int8_t* out) const = 0;
+
+  // Ends Make: the pixel map packed for, the tile and group counts, the fallback.
+  void Adopt(const int32_t* pixel_base, int num_pixels, int64_t in_elems, int ntiles,
+             int ngroups, std::unique_ptr<RowBlockInt8>* fallback) {
+    pixel_base_.assign(pixel_base, pixel_base + num_pixels);
+    in_elems_ = in_elems;
+    ntiles_ = ntiles;
+    ngroups_ = ngroups;
+    fallback_ = std::move(*fallback);
+  }
+
+  int cin_ = 0;
+  int64_t grid_ = 0, plane_ = 0;  // positions in the grid; elements per plane
+  std::unique_ptr<RowBlockInt8> fallback_;
+
+ private:
+  int ntiles_ = 0, ngroups_ = 0;
+  int64_t in_elems_ = 0;
+  std::vector<int32_t> pixel_base_;
+};
+
 // The AMX-INT8 kernel (int8_internal.h, AmxInt8View) for the layers it fits: a grid geometry
 // (every column = tap offset + channel, cin % 4 == 0, pixel bases multiples of cin, at most 1.5x
 // the pixels computed on the grid's 16-position tiles: stride-1 convs, 1x1 convs, FC batches of
 // >= 16). Holds the VNNI packing of the same weights (`fallback`) for Run calls with another
 // pixel map than the one packed for.
-class AmxInt8 : public PackedGemmInt8 {
+class AmxInt8 : public PlanarInt8 {
  public:
   // Returns null when the layer does not fit (then `fallback` is handed back untouched).
   static std::unique_ptr<AmxInt8> Make(const GemmInt8Desc& d, bool sparse, int num_pixels,
@@ -512,8 +584,6 @@ class AmxInt8 : public PackedGemmInt8 {
       ((int32_t*)m->lsh_.p)[r] = d.shift[r] > 0 ? d.shift[r] : 0;
       ((int32_t*)m->rsh_.p)[r] = d.shift[r] > 0 ? 0 : -d.shift[r];
     }
-    m->pixel_base_.assign(pixel_base, pixel_base + num_pixels);
-    m->in_elems_ = in_elems;
     AmxInt8View& v = m->v_;
     v.rows = d.rows;
     v.ngroups = G16;
@@ -534,71 +604,43 @@ class AmxInt8 : public PackedGemmInt8 {
     v.act_min = d.act_min;
     v.act_max = d.act_max;
     m->abytes_ = a.size();
-    m->fallback_ = std::move(*fallback);
+    m->Adopt(pixel_base, num_pixels, in_elems, v.ntiles, v.ngroups, fallback);
     return m;
   }
-  // Gives the VNNI packing back (when the AMX one lost the timing).
-  std::unique_ptr<RowBlockInt8> TakeFallback() { return std::move(fallback_); }
-  const RowBlockInt8* fallback() const { return fallback_.get(); }
 
-  KernelKind kind() const override { return fallback_->kind(); }
-  StructureInfo structure() const override { return fallback_->structure(); }
   Isa isa() const override { return Isa::kAvx512; }
   size_t packed_bytes() const override {
     return abytes_ + boff_.size() * 4 + (size_t)v_.ngroups * 16 * 16 + fallback_->packed_bytes();
   }
 
-  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
-           int8_t* out, ThreadPool* pool, int num_threads) const override {
-    if (num_pixels <= 0) return;
-    if (in_elems != in_elems_ || (size_t)num_pixels != pixel_base_.size() ||
-        std::memcmp(pixel_base, pixel_base_.data(), sizeof(int32_t) * num_pixels) != 0) {
-      fallback_->Run(in, in_elems, pixel_base, num_pixels, out, pool, num_threads);
-      return;
-    }
-    // Planar u8 copy of the input (thread_local: concurrent nodes do not share it). Positions
-    // past the grid are never read for a stored output; they start as zeros.
+ protected:
+  // u8 planes, 4 channels interleaved per position, 64-byte aligned. Positions past the grid are
+  // never read for a stored output; they start as zeros.
+  void* Scratch() const override {
     static thread_local std::vector<uint8_t> planar;
     const size_t need = (size_t)(cin_ / 4) * plane_ + 128;
     if (planar.size() < need) planar.resize(need);
-    uint8_t* t = (uint8_t*)(((uintptr_t)planar.data() + 63) & ~(uintptr_t)63);
-    if (num_threads > 1 && !pool) num_threads = 1;
-    const int T = v_.ntiles, G = v_.ngroups;
-    if (num_threads <= 1) {
-      ToPlanarU8Avx512(in, 0, grid_, cin_, t, plane_);
-      RowBlockInt8Amx(v_, t, 0, T, 0, G, out);
-      return;
-    }
-    const int64_t gblocks = (grid_ + 15) / 16;
-    pool->ParallelFor(num_threads, num_threads, [&](int i) {
-      const int64_t b0 = gblocks * i / num_threads, b1 = gblocks * (i + 1) / num_threads;
-      ToPlanarU8Avx512(in, b0 * 16, std::min(grid_, b1 * 16), cin_, t, plane_);
-    });
-    int tasks_t = std::max(1, std::min(T, num_threads * 2)), tasks_g = 1;
-    if (T < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_t));
-    pool->ParallelFor(tasks_t * tasks_g, num_threads, [&](int k) {
-      const int a = k / tasks_g, b = k % tasks_g;
-      const int t0 = (int)((int64_t)T * a / tasks_t), t1 = (int)((int64_t)T * (a + 1) / tasks_t);
-      const int g0 = (int)((int64_t)G * b / tasks_g), g1 = (int)((int64_t)G * (b + 1) / tasks_g);
-      if (t0 < t1 && g0 < g1) RowBlockInt8Amx(v_, t, t0, t1, g0, g1, out);
-    });
+    return (void*)(((uintptr_t)planar.data() + 63) & ~(uintptr_t)63);
+  }
+  void ToPlanar(const int8_t* in, int64_t p0, int64_t p1, void* planes) const override {
+    ToPlanarU8Avx512(in, p0, p1, cin_, (uint8_t*)planes, plane_);
+  }
+  void Tiles(const void* planes, int t0, int t1, int g0, int g1, int8_t* out) const override {
+    RowBlockInt8Amx(v_, (const uint8_t*)planes, t0, t1, g0, g1, out);
   }
 
  private:
   AmxInt8() = default;
-  int cin_ = 0;
-  int64_t grid_ = 0, plane_ = 0, in_elems_ = 0;
-  std::vector<int32_t> cstart_, boff_, cdirect_, tile_start_, tile_nsub_, tile_pix_, pixel_base_;
+  std::vector<int32_t> cstart_, boff_, cdirect_, tile_start_, tile_nsub_, tile_pix_;
   Aligned a_, bias_, mult_, lsh_, rsh_;
   size_t abytes_ = 0;
   AmxInt8View v_;
-  std::unique_ptr<RowBlockInt8> fallback_;
 };
 
 // The AVX2 pixel-lane kernel (int8_internal.h, LanesInt8View) for grid layers with at most 1.5x
 // the pixels computed on 16-position tiles. Holds the row-block packing (`fallback`) for Run
 // calls with another pixel map than the one packed for.
-class LanesInt8 : public PackedGemmInt8 {
+class LanesInt8 : public PlanarInt8 {
  public:
   // Returns null when the layer does not fit (then `fallback` is handed back untouched).
   static std::unique_ptr<LanesInt8> Make(const GemmInt8Desc& d, bool sparse, int num_pixels,
@@ -672,8 +714,6 @@ class LanesInt8 : public PackedGemmInt8 {
       m->lsh_[r] = d.shift[r] > 0 ? d.shift[r] : 0;
       m->rsh_[r] = d.shift[r] > 0 ? 0 : -d.shift[r];
     }
-    m->pixel_base_.assign(pixel_base, pixel_base + num_pixels);
-    m->in_elems_ = in_elems;
     LanesInt8View& v = m->v_;
     v.rows = d.rows;
     v.ngroups = G;
@@ -693,72 +733,44 @@ class LanesInt8 : public PackedGemmInt8 {
     v.out_zp = d.output_zp;
     v.act_min = d.act_min;
     v.act_max = d.act_max;
-    m->fallback_ = std::move(*fallback);
+    m->Adopt(pixel_base, num_pixels, in_elems, v.ntiles, v.ngroups, fallback);
     return m;
   }
-  std::unique_ptr<RowBlockInt8> TakeFallback() { return std::move(fallback_); }
-  const RowBlockInt8* fallback() const { return fallback_.get(); }
 
-  KernelKind kind() const override { return fallback_->kind(); }
-  StructureInfo structure() const override { return fallback_->structure(); }
   Isa isa() const override { return Isa::kAvx2; }
   size_t packed_bytes() const override {
     return (poff_.size() + pw_.size() + pstart_.size() + 2 * crow_.size()) * 4 +
            fallback_->packed_bytes();
   }
 
-  void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
-           int8_t* out, ThreadPool* pool, int num_threads) const override {
-    if (num_pixels <= 0) return;
-    if (in_elems != in_elems_ || (size_t)num_pixels != pixel_base_.size() ||
-        std::memcmp(pixel_base, pixel_base_.data(), sizeof(int32_t) * num_pixels) != 0) {
-      fallback_->Run(in, in_elems, pixel_base, num_pixels, out, pool, num_threads);
-      return;
-    }
-    // Planar int16 copy (thread_local: concurrent nodes do not share it); positions past the
-    // grid are read by tiles whose outputs there are not stored, but must be zeros (finite).
+ protected:
+  // int16 planes, one per channel. Positions past the grid are read by tiles whose outputs there
+  // are not stored, but must be zeros (finite).
+  void* Scratch() const override {
     static thread_local std::vector<int16_t> planar;
     const size_t need = (size_t)cin_ * plane_ + kLaneTile;
     if (planar.size() < need) planar.resize(need);
     int16_t* x = planar.data();
     for (int c = 0; c < cin_; ++c)
       std::memset(x + c * plane_ + grid_, 0, sizeof(int16_t) * (plane_ - grid_));
-    if (num_threads > 1 && !pool) num_threads = 1;
-    const int T = v_.ntiles, G = v_.ngroups;
-    if (num_threads <= 1) {
-      ToPlanarS16Avx2(in, 0, grid_, cin_, x, plane_);
-      LanesInt8Avx2(v_, x, 0, T, 0, G, out);
-      return;
-    }
-    const int64_t blocks = (grid_ + 15) / 16;
-    pool->ParallelFor(num_threads, num_threads, [&](int i) {
-      const int64_t b0 = blocks * i / num_threads, b1 = blocks * (i + 1) / num_threads;
-      ToPlanarS16Avx2(in, b0 * 16, std::min(grid_, b1 * 16), cin_, x, plane_);
-    });
-    int tasks_t = std::max(1, std::min(T, num_threads * 2)), tasks_g = 1;
-    if (T < num_threads * 2) tasks_g = std::max(1, std::min(G, num_threads * 2 / tasks_t));
-    pool->ParallelFor(tasks_t * tasks_g, num_threads, [&](int k) {
-      const int a = k / tasks_g, b = k % tasks_g;
-      const int t0 = (int)((int64_t)T * a / tasks_t), t1 = (int)((int64_t)T * (a + 1) / tasks_t);
-      const int g0 = (int)((int64_t)G * b / tasks_g), g1 = (int)((int64_t)G * (b + 1) / tasks_g);
-      if (t0 < t1 && g0 < g1) LanesInt8Avx2(v_, x, t0, t1, g0, g1, out);
-    });
+    return x;
+  }
+  void ToPlanar(const int8_t* in, int64_t p0, int64_t p1, void* planes) const override {
+    ToPlanarS16Avx2(in, p0, p1, cin_, (int16_t*)planes, plane_);
+  }
+  void Tiles(const void* planes, int t0, int t1, int g0, int g1, int8_t* out) const override {
+    LanesInt8Avx2(v_, (const int16_t*)planes, t0, t1, g0, g1, out);
   }
 
  private:
   LanesInt8() = default;
-  int cin_ = 0;
-  int64_t grid_ = 0, plane_ = 0, in_elems_ = 0;
   std::vector<int32_t> cstart_, crow_, cnum_, pstart_, poff_, pw_, tile_start_, tile_pix_;
-  std::vector<int32_t> bias_, mult_, lsh_, rsh_, pixel_base_;
+  std::vector<int32_t> bias_, mult_, lsh_, rsh_;
   LanesInt8View v_;
-  std::unique_ptr<RowBlockInt8> fallback_;
 };
 
-// `alt` (a planar packing holding the row-block one as its fallback) when it measures faster
-// than its fallback or `env` is "1", else the fallback.
-template <class Planar>
-std::unique_ptr<PackedGemmInt8> FasterOf(std::unique_ptr<Planar> alt, const char* env,
+// `alt` when it measures faster than its row-block fallback or `env` is "1", else the fallback.
+std::unique_ptr<PackedGemmInt8> FasterOf(std::unique_ptr<PlanarInt8> alt, const char* env,
                                          int rows, int num_pixels, const int32_t* pixel_base,
                                          int64_t in_elems, int num_threads) {
   const char* mode = getenv(env);
