@@ -28,6 +28,7 @@ struct Options {
   KernelKind kernel = KernelKind::kAuto;  // forced kernel (bypasses min_speedup)
   int verbose = 0;
   std::string tuning_cache;    // empty: no cache
+  bool fuse = true;            // fuse small int8 elementwise ops with the GEMMs around them
 };
 
 // Parses the key/value strings of tflite_plugin_create_delegate. False + *error on an unknown
@@ -80,6 +81,18 @@ struct Geometry {
   int64_t in_elems = 0;              // elements of the buffer the kernels read
 };
 
+// Tensor helpers (layers.cc).
+bool IsConstant(const TfLiteTensor& t);
+int64_t NumElements(const TfLiteIntArray* dims);  // -1 when unknown
+// The per-tensor or per-channel affine quantization of an int8 tensor (nullptr when absent).
+const TfLiteAffineQuantization* Affine(const TfLiteTensor& t);
+// A fused activation's float range [act_min, act_max] (+-inf: none) in int8 at scale / zp, as
+// TFLite's CalculateActivationRangeQuantized. False when the range is empty.
+bool QuantizedActivationRange(float act_min, float act_max, float scale, int32_t zp, int32_t* lo,
+                              int32_t* hi);
+// A fused activation code's float range; false for the ones the delegate does not run.
+bool ActivationRange(int act, float* act_min, float* act_max);
+
 // Reads the node; fills *spec or returns false with a short reason code and a message.
 bool BuildLayerSpec(TfLiteContext* ctx, int node_index, TfLiteNode* node, TfLiteRegistration* reg,
                     LayerSpec* spec, std::string* reason, std::string* message);
@@ -94,14 +107,14 @@ void BuildOffsets(const LayerSpec& spec, const Geometry& geo, std::vector<int32_
 struct NodeState {
   LayerSpec spec;
   int num_threads = 1;
-  std::unique_ptr<PackedGemm> gemm;          // FC / CONV_2D
+  std::shared_ptr<PackedGemm> gemm;          // FC / CONV_2D (shared by nodes with its weights)
   std::unique_ptr<PackedDepthwise> dw;       // DEPTHWISE_CONV_2D
   KernelKind kind = KernelKind::kDense;
   StructureInfo structure;
   Geometry geo;                              // geometry the offsets/packing were built for
   std::vector<int32_t> col_offset, pixel_base;
   std::vector<float> padded;                 // zero-padded input copy (conv / depthwise)
-  std::unique_ptr<PackedGemmInt8> gemm8;     // int8 FC / CONV_2D
+  std::shared_ptr<PackedGemmInt8> gemm8;     // int8 FC / CONV_2D (shared likewise)
   std::unique_ptr<PackedDepthwiseInt8> dw8;  // int8 DEPTHWISE_CONV_2D
   std::vector<int8_t> padded8;               // int8 input copy padded with input_zp
   double dense_ms = 0, best_ms = 0;
@@ -112,6 +125,34 @@ GemmDesc MakeGemmDesc(const TfLiteContext* ctx, const NodeState& st, const float
 GemmInt8Desc MakeGemmInt8Desc(const TfLiteContext* ctx, const NodeState& st, const int8_t* w);
 // Packs for the geometry with a fixed kernel kind (no measurement).
 bool PackNode(const TfLiteContext* ctx, NodeState* st, KernelKind kind, std::string* error);
+
+// ---- fused int8 partitions (fused_int8.cc) -------------------------------------------------------
+// A small int8 elementwise node (ADD, SUB, MUL, LOGISTIC, TANH, SPLIT, SPLIT_V) as run inside a
+// fused partition.
+struct ElementwiseSpec {
+  int node = -1;
+  int code = 0;                   // builtin operator
+  std::vector<int> inputs, outputs;  // activation tensors (SPLIT / SPLIT_V: the data input)
+  int64_t n = 0, n1 = 0, n2 = 0;  // output / input elements (an input of 1 is broadcast)
+  AddInt8Params add;              // ADD, SUB
+  MulInt8Params mul;              // MUL
+  std::vector<int8_t> table;      // LOGISTIC, TANH: 256 entries
+  int64_t outer = 1;              // SPLIT: rows before the axis; chunk[i] = output i's row
+  std::vector<int64_t> chunk;
+};
+// "ADD", "SUB", ... for the ops the fused path runs, else nullptr.
+const char* ElementwiseOpName(int code);
+// Reads a candidate node; false (with *why) when it is not one the fused path runs.
+bool BuildElementwiseSpec(const TfLiteContext* ctx, int node_index, const TfLiteNode* node,
+                          const TfLiteRegistration* reg, ElementwiseSpec* spec, std::string* why);
+// The int8 FC nodes joined to groups of elementwise candidates worth fusing (with the candidates
+// themselves in *elementwise). Empty when fusion is off or unavailable on this CPU.
+struct FusionPlan {
+  std::map<int, ElementwiseSpec> elementwise;  // node -> spec
+  std::vector<int> gemms;                      // FC nodes to claim whatever their speed-up
+};
+FusionPlan PlanFusion(TfLiteContext* ctx, const std::vector<int>& plan, const Options& opt);
+TfLiteRegistration MakeFusedRegistration();
 
 // ---- tuning cache ----------------------------------------------------------------------------
 struct TuningEntry {
@@ -152,12 +193,21 @@ struct DelegateState {
   Options options;
   std::recursive_mutex mu;    // serialises Prepare (kernel init runs inside it) and stats
   std::map<int, std::unique_ptr<NodeState>> pending;  // node index -> packed, during Prepare
+  std::map<int, ElementwiseSpec> pending_elementwise;  // fused elementwise nodes, during Prepare
+  // ShareKey -> the first such node's record and state (packing shared), during Prepare.
+  std::map<std::string, std::pair<NodeRecord, const NodeState*>> shared;
   std::vector<NodeRecord> records;
   TuningCache cache;
 };
 
 TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate);
 TfLiteRegistration MakeKernelRegistration();
+// A delegate kernel registration with these callbacks.
+TfLiteRegistration DelegateKernelRegistration(const char* name,
+                                              void* (*init)(TfLiteContext*, const char*, size_t),
+                                              void (*free)(TfLiteContext*, void*),
+                                              TfLiteStatus (*prepare)(TfLiteContext*, TfLiteNode*),
+                                              TfLiteStatus (*invoke)(TfLiteContext*, TfLiteNode*));
 std::string StatsJson(DelegateState* d);
 
 const char* OpKindName(OpKind op);

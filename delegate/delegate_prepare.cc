@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <sstream>
 
 #include "delegate_internal.h"
 
@@ -125,7 +126,7 @@ double XnnpackInt8PadFactor(const LayerSpec& s) {
 // kernels and claims under the same rules as float32 (min_sparsity, schemes, min_speedup against
 // our own int8 dense kernel); the tuning cache keeps the measured choice as for float32.
 std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
-                                        std::unique_ptr<NodeState> st, int threads,
+                                        std::unique_ptr<NodeState> st, int threads, bool fused,
                                         NodeRecord* rec) {
   const Options& opt = d->options;
   auto decline = [&](const std::string& reason, const std::string& message) {
@@ -143,9 +144,10 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   size_t nz = 0;
   for (size_t i = 0; i < count; ++i) nz += w[i] != 0;
   rec->density = count ? static_cast<double>(nz) / count : 1.0;
-  // Quantized NPAS custom ops run nowhere else: always claimed, the filters below only pick the
-  // kernel (the faster of our int8 dense and sparse ones).
-  const bool must_claim = s.custom;
+  // Quantized NPAS custom ops run nowhere else, and FCs joined to a fused group run inside it:
+  // always claimed, the filters below only pick the kernel (the faster of our int8 dense and
+  // sparse ones).
+  const bool must_claim = s.custom || fused;
   const bool forced = opt.kernel != KernelKind::kAuto;
   // Layers whose XNNPACK form pads enough (few input channels) are worth claiming dense too.
   const double xnnpack_pad = XnnpackInt8PadFactor(s);
@@ -233,11 +235,43 @@ std::unique_ptr<NodeState> EvaluateInt8(TfLiteContext* ctx, DelegateState* d,
   return st;
 }
 
+// What decides a builtin node's packing and claim besides its input: weights and bias (by
+// content: a converter gives each step of an unrolled RNN its own copy of the bias), parameters,
+// geometry, threads. Custom ops (weights decoded per node) and non-constant weights: empty.
+std::string ShareKey(const TfLiteContext* ctx, const NodeState& st, int threads, bool fused) {
+  const LayerSpec& s = st.spec;
+  if (s.custom || s.weights_tensor < 0 || !IsConstant(ctx->tensors[s.weights_tensor]))
+    return std::string();
+  const TfLiteTensor& w = ctx->tensors[s.weights_tensor];
+  uint64_t h = Fnv1a(w.data.raw, w.bytes);
+  if (s.bias_tensor >= 0) {
+    const TfLiteTensor& b = ctx->tensors[s.bias_tensor];
+    if (!IsConstant(b)) return std::string();
+    h = Fnv1a(b.data.raw, b.bytes, h);
+  }
+  std::ostringstream o;
+  o << OpKindName(s.op) << ":" << h << ":" << s.rows
+    << "x" << s.cols << ":k" << s.kh << "x" << s.kw << "x" << s.cin << ":m" << s.depth_multiplier
+    << ":s" << s.stride_h << "x" << s.stride_w << ":d" << s.dil_h << "x" << s.dil_w << ":p"
+    << s.padding << ":n" << s.keep_num_dims << ":a" << s.act_min << "," << s.act_max << ":q"
+    << s.int8 << "," << s.input_zp << "," << s.output_zp << "," << s.act_min_q << ","
+    << s.act_max_q << ","
+    << Fnv1a(s.multiplier.data(), s.multiplier.size() * sizeof(int32_t)) << ","
+    << Fnv1a(s.shift.data(), s.shift.size() * sizeof(int32_t)) << ":g";
+  for (int v : st.geo.in_dims) o << v << ",";
+  o << ":t" << threads << ":f" << fused;
+  return o.str();
+}
+
+std::unique_ptr<NodeState> EvaluateFloat(TfLiteContext* ctx, DelegateState* d,
+                                         std::unique_ptr<NodeState> st, int threads,
+                                         NodeRecord* rec);
+
 // Decides whether to claim one candidate node. Returns the packed state when claimed.
+// `fused`: an int8 FC joined to a fused group (claimed whatever its speed-up).
 std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int node_index,
                                     TfLiteNode* node, TfLiteRegistration* reg, int threads,
-                                    NodeRecord* rec) {
-  const Options& opt = d->options;
+                                    bool fused, NodeRecord* rec) {
   auto st = std::make_unique<NodeState>();
   rec->node = node_index;
   rec->op = reg->builtin_code == kTfLiteBuiltinCustom ? reg->custom_name
@@ -258,7 +292,47 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
   st->num_threads = threads;
   if (!ComputeGeometry(ctx, st->spec, &st->geo, &err)) return decline("bad_shape", err);
   BuildOffsets(st->spec, st->geo, &st->col_offset, &st->pixel_base);
-  if (st->spec.int8) return EvaluateInt8(ctx, d, std::move(st), threads, rec);
+  // Nodes with the same weights and parameters (an unrolled RNN's per-step FCs) share the first
+  // one's packing and decision: 28 packed copies of a GRU's weights would not stay in cache.
+  const std::string key = ShareKey(ctx, *st, threads, fused);
+  auto same = key.empty() ? d->shared.end() : d->shared.find(key);
+  if (same != d->shared.end()) {
+    const NodeRecord& first = same->second.first;
+    *rec = first;
+    rec->node = node_index;
+    rec->packed_bytes = 0;
+    rec->message = (first.message.empty() ? "" : first.message + "; ") + "as node " +
+                   std::to_string(first.node);
+    if (!first.claimed) return std::unique_ptr<NodeState>();
+    const NodeState& src = *same->second.second;
+    st->gemm = src.gemm;
+    st->gemm8 = src.gemm8;
+    st->kind = src.kind;
+    st->structure = src.structure;
+    st->dense_ms = src.dense_ms;
+    st->best_ms = src.best_ms;
+    return st;
+  }
+  std::unique_ptr<NodeState> out =
+      st->spec.int8 ? EvaluateInt8(ctx, d, std::move(st), threads, fused, rec)
+                    : EvaluateFloat(ctx, d, std::move(st), threads, rec);
+  if (!key.empty() && (out == nullptr || out->gemm || out->gemm8))
+    d->shared[key] = {*rec, out.get()};
+  return out;
+}
+
+// The float32 half of Evaluate (as EvaluateInt8).
+std::unique_ptr<NodeState> EvaluateFloat(TfLiteContext* ctx, DelegateState* d,
+                                         std::unique_ptr<NodeState> st, int threads,
+                                         NodeRecord* rec) {
+  const Options& opt = d->options;
+  std::string err;
+  auto decline = [&](const std::string& reason, const std::string& message) {
+    rec->claimed = false;
+    rec->reason = reason;
+    rec->message = message;
+    return std::unique_ptr<NodeState>();
+  };
   const LayerSpec& s = st->spec;
   const float* w = s.Weights(ctx);
   if (w == nullptr) return decline("weights_not_constant", "weights not available at prepare");
@@ -528,17 +602,27 @@ const char* KernelProfilingString(const TfLiteContext*, const TfLiteNode* node) 
 
 }  // namespace
 
-TfLiteRegistration MakeKernelRegistration() {
+TfLiteRegistration DelegateKernelRegistration(const char* name,
+                                              void* (*init)(TfLiteContext*, const char*, size_t),
+                                              void (*free)(TfLiteContext*, void*),
+                                              TfLiteStatus (*prepare)(TfLiteContext*, TfLiteNode*),
+                                              TfLiteStatus (*invoke)(TfLiteContext*, TfLiteNode*)) {
   TfLiteRegistration r;
   std::memset(&r, 0, sizeof(r));
-  r.init = KernelInit;
-  r.free = KernelFree;
-  r.prepare = KernelPrepare;
-  r.invoke = KernelInvoke;
-  r.profiling_string = KernelProfilingString;
+  r.init = init;
+  r.free = free;
+  r.prepare = prepare;
+  r.invoke = invoke;
   r.builtin_code = kTfLiteBuiltinDelegate;
-  r.custom_name = "NpasDelegate";
+  r.custom_name = name;
   r.version = 1;
+  return r;
+}
+
+TfLiteRegistration MakeKernelRegistration() {
+  TfLiteRegistration r = DelegateKernelRegistration("NpasDelegate", KernelInit, KernelFree,
+                                                    KernelPrepare, KernelInvoke);
+  r.profiling_string = KernelProfilingString;
   return r;
 }
 
@@ -555,8 +639,11 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
                                                          : 1;
   if (!d->options.tuning_cache.empty()) d->cache.Load(d->options.tuning_cache);
 
-  std::vector<int> claimed;
+  std::vector<int> claimed, fused;
   d->pending.clear();
+  d->pending_elementwise.clear();
+  d->shared.clear();
+  FusionPlan fusion = PlanFusion(ctx, plan, d->options);
   // The runtime may undo and redo delegation on the same graph: keep one set of records each.
   d->records.erase(std::remove_if(d->records.begin(), d->records.end(),
                                   [ctx](const NodeRecord& r) { return r.context == ctx; }),
@@ -566,20 +653,34 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
     TfLiteRegistration* reg = nullptr;
     if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk || !node || !reg)
       continue;
-    if (!IsCandidate(reg)) continue;
     NodeRecord rec;
     rec.context = ctx;
-    auto st = Evaluate(ctx, d, node_index, node, reg, threads, &rec);
+    auto ew = fusion.elementwise.find(node_index);
+    if (ew != fusion.elementwise.end()) {
+      rec.node = node_index;
+      rec.op = ElementwiseOpName(reg->builtin_code);
+      rec.claimed = true;
+      rec.structure = "elementwise";
+      rec.kernel = "int8_fused";
+      d->pending_elementwise[node_index] = std::move(ew->second);
+      fused.push_back(node_index);
+    } else {
+      if (!IsCandidate(reg)) continue;
+      const bool in_group = std::find(fusion.gemms.begin(), fusion.gemms.end(), node_index) !=
+                            fusion.gemms.end();
+      auto st = Evaluate(ctx, d, node_index, node, reg, threads, in_group, &rec);
+      if (st) {
+        d->pending[node_index] = std::move(st);
+        (in_group ? fused : claimed).push_back(node_index);
+      }
+    }
     Log(d, rec);
     if (d->records.size() < 100000) d->records.push_back(rec);
-    if (st) {
-      d->pending[node_index] = std::move(st);
-      claimed.push_back(node_index);
-    }
   }
   d->cache.SaveIfDirty();
 
-  // One partition per node: a fused partition's internal tensors would get no memory.
+  // One partition per claimed node (a partition's internal tensors get no memory from TFLite);
+  // the fused groups below allocate theirs.
   const TfLiteRegistration reg = MakeKernelRegistration();
   auto* nodes = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * 2));
   if (nodes == nullptr) return kTfLiteError;
@@ -591,7 +692,20 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
     if (status != kTfLiteOk) break;
   }
   std::free(nodes);
+  // The fused groups in one call: TFLite splits them into partitions it can schedule.
+  if (status == kTfLiteOk && !fused.empty()) {
+    TfLiteIntArray* group =
+        static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (1 + fused.size())));
+    if (group == nullptr) return kTfLiteError;
+    group->size = static_cast<int>(fused.size());
+    std::copy(fused.begin(), fused.end(), group->data);
+    status = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, MakeFusedRegistration(), group,
+                                                        delegate);
+    std::free(group);
+  }
   d->pending.clear();
+  d->pending_elementwise.clear();
+  d->shared.clear();
   return status;
 }
 

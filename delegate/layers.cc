@@ -7,7 +7,6 @@
 #include "tflite_custom_ops/npas_custom_ops.h"
 
 namespace npas {
-namespace {
 
 bool IsConstant(const TfLiteTensor& t) {
   return (t.allocation_type == kTfLiteMmapRo || t.allocation_type == kTfLitePersistentRo) &&
@@ -24,6 +23,36 @@ int64_t NumElements(const TfLiteIntArray* dims) {
   return n;
 }
 
+const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
+  if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr)
+    return nullptr;
+  auto* a = static_cast<const TfLiteAffineQuantization*>(t.quantization.params);
+  if (a->scale == nullptr || a->zero_point == nullptr || a->scale->size < 1 ||
+      a->zero_point->size != a->scale->size)
+    return nullptr;
+  return a;
+}
+
+bool QuantizedActivationRange(float act_min, float act_max, float scale, int32_t zp, int32_t* lo,
+                              int32_t* hi) {
+  auto quantize = [&](float f) { return zp + static_cast<int32_t>(std::round(f / scale)); };
+  *lo = std::isfinite(act_min) ? std::max<int32_t>(-128, quantize(act_min)) : -128;
+  *hi = std::isfinite(act_max) ? std::min<int32_t>(127, quantize(act_max)) : 127;
+  return *lo <= *hi;
+}
+
+bool ActivationRange(int act, float* act_min, float* act_max) {
+  switch (act) {
+    case kTfLiteActNone: *act_min = -INFINITY; *act_max = INFINITY; return true;
+    case kTfLiteActRelu: *act_min = 0.f; *act_max = INFINITY; return true;
+    case kTfLiteActReluN1To1: *act_min = -1.f; *act_max = 1.f; return true;
+    case kTfLiteActRelu6: *act_min = 0.f; *act_max = 6.f; return true;
+    default: return false;
+  }
+}
+
+namespace {
+
 std::vector<int> DimsOf(const TfLiteTensor& t) {
   std::vector<int> d;
   if (t.dims != nullptr) d.assign(t.dims->data, t.dims->data + t.dims->size);
@@ -31,13 +60,7 @@ std::vector<int> DimsOf(const TfLiteTensor& t) {
 }
 
 bool SetActivation(int act, LayerSpec* spec) {
-  switch (act) {
-    case kTfLiteActNone: spec->act_min = -INFINITY; spec->act_max = INFINITY; return true;
-    case kTfLiteActRelu: spec->act_min = 0.f; spec->act_max = INFINITY; return true;
-    case kTfLiteActReluN1To1: spec->act_min = -1.f; spec->act_max = 1.f; return true;
-    case kTfLiteActRelu6: spec->act_min = 0.f; spec->act_max = 6.f; return true;
-    default: return false;
-  }
+  return ActivationRange(act, &spec->act_min, &spec->act_max);
 }
 
 const TfLiteTensor* Input(const TfLiteContext* ctx, const TfLiteNode* node, int i) {
@@ -135,15 +158,6 @@ bool ReadSpatialParams(const Params* p, const char* op, LayerSpec* spec, std::st
   return CheckStridesDilation(spec, reason, message);
 }
 
-const TfLiteAffineQuantization* Affine(const TfLiteTensor& t) {
-  if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr)
-    return nullptr;
-  auto* a = static_cast<const TfLiteAffineQuantization*>(t.quantization.params);
-  if (a->scale == nullptr || a->zero_point == nullptr || a->scale->size < 1 ||
-      a->zero_point->size != a->scale->size)
-    return nullptr;
-  return a;
-}
 
 // int8 layers: per-tensor int8 input/output with zero points, symmetric int8 weights with
 // `nsc` scales (1: per tensor, else one per output channel). Computes TFLite's per-channel
@@ -184,16 +198,10 @@ bool FinishInt8Scales(const TfLiteContext* ctx, const float* wscale, int nsc, La
     if (sh > 30) DECLINE("unsupported_quantization", "effective output scale too large");
     spec->shift[c] = sh;
   }
-  auto quantize = [&](float f) {
-    return out_zp + static_cast<int32_t>(std::round(f / out_scale));
-  };
   spec->input_zp = in_zp;
   spec->output_zp = out_zp;
-  spec->act_min_q = -128;
-  spec->act_max_q = 127;
-  if (std::isfinite(spec->act_min)) spec->act_min_q = std::max<int32_t>(-128, quantize(spec->act_min));
-  if (std::isfinite(spec->act_max)) spec->act_max_q = std::min<int32_t>(127, quantize(spec->act_max));
-  if (spec->act_min_q > spec->act_max_q)
+  if (!QuantizedActivationRange(spec->act_min, spec->act_max, out_scale, out_zp, &spec->act_min_q,
+                                &spec->act_max_q))
     DECLINE("unsupported_quantization", "empty quantized activation range");
   return true;
 }

@@ -52,7 +52,7 @@ std::string Trim(const std::string& s) {
 }
 
 const char* kKnownKeys =
-    "num_threads, min_sparsity, min_speedup, schemes, kernel, verbose, tuning_cache";
+    "num_threads, min_sparsity, min_speedup, schemes, kernel, verbose, tuning_cache, fuse";
 
 void JsonString(std::ostringstream& o, const std::string& s) {
   o << '"';
@@ -139,6 +139,10 @@ bool ParseOptions(const char* const* keys, const char* const* values, int count,
       out->verbose = static_cast<int>(n);
     } else if (key == "tuning_cache") {
       out->tuning_cache = v;
+    } else if (key == "fuse") {
+      long n;
+      if (!ParseInt(v, 0, 1, &n)) return bad("expected 0 or 1");
+      out->fuse = n == 1;
     } else {
       *error = "npas delegate: unknown option '" + key + "' (known: " + kKnownKeys + ")";
       return false;

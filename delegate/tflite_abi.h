@@ -342,11 +342,18 @@ typedef struct {
 
 // ---- schema.fbs BuiltinOperator values used here -----------------------------------------------
 enum {
+  kTfLiteBuiltinAdd = 0,
   kTfLiteBuiltinConv2d = 3,
   kTfLiteBuiltinDepthwiseConv2d = 4,
   kTfLiteBuiltinFullyConnected = 9,
+  kTfLiteBuiltinLogistic = 14,
+  kTfLiteBuiltinMul = 18,
+  kTfLiteBuiltinTanh = 28,
   kTfLiteBuiltinCustom = 32,
+  kTfLiteBuiltinSub = 41,
+  kTfLiteBuiltinSplit = 49,
   kTfLiteBuiltinDelegate = 51,
+  kTfLiteBuiltinSplitV = 102,
 };
 
 // ---- external_delegate_interface.h --------------------------------------------------------------

@@ -29,17 +29,35 @@ static inline __m256i HighMul(__m256i x, __m256i m) {
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
-static inline __m256i Requant(__m256i acc, __m256i mult, __m256i lsh, __m256i rsh, __m256i zp,
-                              __m256i lo, __m256i hi) {
+// RoundingDivideByPOT(HighMul(x, mult), rsh): TFLite's MultiplyByQuantizedMultiplier without the
+// left shift (any sign of mult: HighMul's floor form holds for negative products too).
+static inline __m256i MulRound(__m256i x, __m256i mult, __m256i rsh) {
   const __m256i one = _mm256_set1_epi32(1);
-  const __m256i h = HighMul(_mm256_sllv_epi32(acc, lsh), mult);
+  const __m256i h = HighMul(x, mult);
   // RoundingDivideByPOT: (h >> e) + (rem > (mask >> 1) + (h < 0)); compares give -1 for true.
   const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, rsh), one);
   const __m256i rem = _mm256_and_si256(h, mask);
   const __m256i thr = _mm256_sub_epi32(_mm256_srai_epi32(mask, 1), _mm256_srai_epi32(h, 31));
-  __m256i r = _mm256_sub_epi32(_mm256_srav_epi32(h, rsh), _mm256_cmpgt_epi32(rem, thr));
-  r = _mm256_add_epi32(r, zp);
+  return _mm256_sub_epi32(_mm256_srav_epi32(h, rsh), _mm256_cmpgt_epi32(rem, thr));
+}
+
+static inline __m256i Requant(__m256i acc, __m256i mult, __m256i lsh, __m256i rsh, __m256i zp,
+                              __m256i lo, __m256i hi) {
+  const __m256i r = _mm256_add_epi32(MulRound(_mm256_sllv_epi32(acc, lsh), mult, rsh), zp);
   return _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+}
+
+// 8 int8 values at p as int32 (or p[0] in every lane when `one`), plus `offset`.
+static inline __m256i Load8(const int8_t* p, bool one, __m256i offset) {
+  const __m256i x = one ? _mm256_set1_epi32(p[0])
+                        : _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p));
+  return _mm256_add_epi32(x, offset);
+}
+
+// 8 int32 values (already in [-128, 127]) stored as int8.
+static inline void Store8(int8_t* dst, __m256i v) {
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64((__m128i*)dst, _mm_packs_epi16(w, w));
 }
 
 static inline int32_t Pair(const int16_t* x, int32_t o0, int32_t o1) {
@@ -289,6 +307,41 @@ void LanesInt8Avx2(const LanesInt8View& v, const int16_t* planes, int t0, int t1
       }
     }
   }
+}
+
+int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n) {
+  const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
+  const __m256i m1 = _mm256_set1_epi32(p.input1_multiplier), m2 = _mm256_set1_epi32(p.input2_multiplier);
+  const __m256i r1 = _mm256_set1_epi32(-p.input1_shift), r2 = _mm256_set1_epi32(-p.input2_shift);
+  const __m256i mo = _mm256_set1_epi32(p.output_multiplier), ro = _mm256_set1_epi32(-p.output_shift);
+  const __m256i zero = _mm256_setzero_si256(), zp = _mm256_set1_epi32(p.output_offset);
+  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i a = _mm256_slli_epi32(Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1), 20);
+    const __m256i b = _mm256_slli_epi32(Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2), 20);
+    const __m256i sum = _mm256_add_epi32(MulRound(a, m1, r1), MulRound(b, m2, r2));
+    Store8(out + i, Requant(sum, mo, zero, ro, zp, lo, hi));
+  }
+  return i;
+}
+
+int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n) {
+  const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
+  const __m256i m = _mm256_set1_epi32(p.output_multiplier);
+  const __m256i ls = _mm256_set1_epi32(p.output_shift > 0 ? p.output_shift : 0);
+  const __m256i rs = _mm256_set1_epi32(p.output_shift > 0 ? 0 : -p.output_shift);
+  const __m256i zp = _mm256_set1_epi32(p.output_offset);
+  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i a = Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1);
+    const __m256i b = Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2);
+    Store8(out + i, Requant(_mm256_mullo_epi32(a, b), m, ls, rs, zp, lo, hi));
+  }
+  return i;
 }
 
 void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,

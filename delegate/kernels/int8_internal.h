@@ -236,6 +236,12 @@ void RowBlockInt8Avx2(const RowBlockInt8View&, const void*, const int32_t*, int,
 // int16 copy of grid positions g0..g1-1 (NHWC int8 -> planes[c * plane + position]).
 void LanesInt8Avx2(const LanesInt8View& v, const int16_t* planes, int t0, int t1, int g0, int g1,
                    int8_t* out);
+// int8 elementwise ops (npas_kernels.h) on whole groups of 8 elements; return how many they
+// wrote (the caller finishes the tail with the scalar kernels).
+int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n);
+int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n);
 void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
                      int64_t plane);
 bool CpuHasAvx512Vnni();

@@ -191,4 +191,36 @@ class PackedDepthwiseInt8 {
 std::unique_ptr<PackedDepthwiseInt8> PackDepthwiseInt8(const DepthwiseInt8Desc& d, bool sparse,
                                                        std::string* error);
 
+// ---- int8 elementwise (elementwise_int8.cc) ---------------------------------------------------
+// TFLite's int8 ADD / SUB / MUL arithmetic and its LOGISTIC / TANH lookup tables, for the small
+// ops the delegate runs inside a fused partition with its GEMMs (an unrolled GRU's gates).
+struct AddInt8Params {  // ADD, and SUB with input 2's multiplier negated (as TFLite does)
+  int32_t input1_offset = 0, input2_offset = 0;  // -zero points
+  int32_t input1_multiplier = 0, input2_multiplier = 0, output_multiplier = 0;
+  int input1_shift = 0, input2_shift = 0, output_shift = 0;  // all <= 0
+  int32_t output_offset = 0, act_min = -128, act_max = 127;
+};
+// TFLite's int8 ADD (sign 1) or SUB (sign -1) parameters (inputs scaled by 2^20, as add.cc /
+// sub.cc prepare them). False when a multiplier would need a left shift (TFLite rejects those).
+bool MakeAddInt8Params(float scale1, int32_t zp1, float scale2, int32_t zp2, float scale_out,
+                       int32_t zp_out, int sign, int32_t act_min, int32_t act_max,
+                       AddInt8Params* p);
+struct MulInt8Params {
+  int32_t input1_offset = 0, input2_offset = 0, output_multiplier = 0;
+  int output_shift = 0;
+  int32_t output_offset = 0, act_min = -128, act_max = 127;
+};
+void MakeMulInt8Params(float scale1, int32_t zp1, float scale2, int32_t zp2, float scale_out,
+                       int32_t zp_out, int32_t act_min, int32_t act_max, MulInt8Params* p);
+// out[i] = in1[i] op in2[i] for i < n; an input of 1 element (n1 or n2 == 1) is broadcast.
+void AddInt8(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2, int64_t n2,
+             int8_t* out, int64_t n);
+void MulInt8(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2, int64_t n2,
+             int8_t* out, int64_t n);
+// TFLite's int8 table for f (activations.cc PopulateLookupTable, in float as there), indexed by
+// the input byte: table[(uint8_t)q].
+void MakeLookupInt8(float in_scale, int32_t in_zp, float out_scale, int32_t out_zp,
+                    float (*f)(float), int8_t table[256]);
+void LookupInt8(const int8_t* table, const int8_t* in, int8_t* out, int64_t n);
+
 }  // namespace npas

@@ -132,7 +132,7 @@ static void BenchInt8(int th, int reps) {
   const char* only = getenv("NPAS_BENCH_LAYER");  // a substring of the layer names
   // The Fashion-MNIST CNN's convs (benchmarks/accuracy.py) after the issue-3 layers.
   for (const Layer& l : {Fc(1024, 1024), Conv(256, 256, 3, 28), Conv(512, 512, 1, 14),
-                         Conv(32, 32, 3, 28), Conv(64, 64, 3, 14)}) {
+                         Conv(32, 1, 3, 28), Conv(32, 32, 3, 28), Conv(64, 64, 3, 14)}) {
     if (only && l.name.find(only) == std::string::npos) continue;
     const int np = (int)l.pixel_base.size();
     std::vector<float> inf(l.in_elems);

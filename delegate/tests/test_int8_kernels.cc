@@ -6,6 +6,7 @@
 // VBMI and again without it, NPAS_INT8_NO_VBMI=1, and the AMX-INT8 kernel, NPAS_INT8_AMX=1, on
 // CPUs with AMX; aarch64: scalar, neon = dot product or plain
 // NEON, whichever the CPU has; run_aarch64.sh runs both under qemu). Exit code 0 iff all passed.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -273,8 +274,62 @@ static void RunCase(const Layer& L, int in_zp, int out_zp, int act, int prune_mo
   unsetenv("NPAS_INT8_LANES");
 }
 
+// int8 ADD / SUB / MUL (elementwise_int8.cc: AVX2 on groups of 8 where the CPU has it, scalar
+// for the rest) against TFLite's formulas written with RefMbqm, over random scales, zero points,
+// activation ranges, lengths and broadcast sides.
+static void TestElementwise() {
+  auto scale = [] { return (float)std::exp(std::uniform_real_distribution<double>(-7, -1)(rng)); };
+  int checked = 0;
+  for (int c = 0; c < 400; ++c) {
+    const float s1 = scale(), s2 = scale(), so = scale();
+    const int z1 = RandInt(-128, 127), z2 = RandInt(-128, 127), zo = RandInt(-128, 127);
+    const int lo = RandInt(-128, 0), hi = RandInt(lo, 127);
+    const int n = RandInt(1, 70), bcast = RandInt(0, 2), sign = c % 2 ? -1 : 1;
+    const int n1 = bcast == 1 ? 1 : n, n2 = bcast == 2 ? 1 : n;
+    std::vector<int8_t> a(n1), b(n2), got(n), want(n);
+    for (auto& v : a) v = (int8_t)RandInt(-128, 127);
+    for (auto& v : b) v = (int8_t)RandInt(-128, 127);
+    AddInt8Params ap;
+    if (MakeAddInt8Params(s1, z1, s2, z2, so, zo, sign, lo, hi, &ap)) {
+      AddInt8(ap, a.data(), n1, b.data(), n2, got.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const int32_t x = (a[n1 == 1 ? 0 : i] - z1) * (1 << 20);
+        const int32_t y = (b[n2 == 1 ? 0 : i] - z2) * (1 << 20);
+        const int32_t sum = RefMbqm(x, ap.input1_multiplier, ap.input1_shift) +
+                            RefMbqm(y, ap.input2_multiplier, ap.input2_shift);
+        const int32_t r = RefMbqm(sum, ap.output_multiplier, ap.output_shift) + zo;
+        want[i] = (int8_t)std::min(std::max(r, lo), hi);
+      }
+      Check(got == want, "ADD/SUB case " + std::to_string(c));
+      ++checked;
+    } else {
+      Check(2.0 * std::max(s1, s2) / ((1 << 20) * (double)so) >= 0.5, "ADD params refused");
+    }
+    MulInt8Params mp;
+    MakeMulInt8Params(s1, z1, s2, z2, so, zo, lo, hi, &mp);
+    MulInt8(mp, a.data(), n1, b.data(), n2, got.data(), n);
+    for (int i = 0; i < n; ++i) {
+      const int32_t prod = (a[n1 == 1 ? 0 : i] - z1) * (b[n2 == 1 ? 0 : i] - z2);
+      const int32_t r = RefMbqm(prod, mp.output_multiplier, mp.output_shift) + zo;
+      want[i] = (int8_t)std::min(std::max(r, lo), hi);
+    }
+    Check(got == want, "MUL case " + std::to_string(c));
+  }
+  Check(checked > 300, "most random ADD scales are accepted");
+  // SUB's negated multiplier: x - x is zero_point for any x.
+  AddInt8Params sub;
+  Check(MakeAddInt8Params(0.02f, 3, 0.02f, 3, 0.05f, -7, -1, -128, 127, &sub), "SUB params");
+  std::vector<int8_t> x(37), out(37);
+  for (int i = 0; i < 37; ++i) x[i] = (int8_t)(i * 7 - 128);
+  AddInt8(sub, x.data(), 37, x.data(), 37, out.data(), 37);
+  bool zero = true;
+  for (int8_t v : out) zero &= v == -7;
+  Check(zero, "SUB of a tensor from itself");
+}
+
 int main() {
   TestMultiplier();
+  TestElementwise();
   const Isa best = DetectIsa();
   g_isas = {{Isa::kScalar, false}};
   if (best == Isa::kAvx2 || best == Isa::kAvx512) {

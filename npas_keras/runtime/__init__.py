@@ -43,6 +43,9 @@ DELEGATE_OPTIONS = {
     "kernel": "auto | row_block | pixel_vector | dense (forcing one bypasses min_speedup)",
     "verbose": "0, 1 (log claims) or 2 (also declines), to stderr",
     "tuning_cache": "path of a text file caching measured kernel choices",
+    "fuse": "0 or 1 (default 1); on AVX2 CPUs, run groups of small int8 ADD / SUB / MUL / "
+            "LOGISTIC / TANH / SPLIT ops with the int8 FCs around them as one fused node "
+            "(an unrolled GRU's gates)",
 }
 
 
@@ -130,6 +133,11 @@ def _normalise_options(options) -> dict:
             out[key] = str(n)
         elif key == "tuning_cache":
             out[key] = os.fspath(value)
+        elif key == "fuse":
+            n = _to_bool_int(key, value)
+            if n not in (0, 1):
+                raise ValueError(f"npas delegate option 'fuse' must be 0 or 1, got {value!r}")
+            out[key] = str(n)
     return out
 
 

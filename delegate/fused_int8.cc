@@ -1,0 +1,413 @@
+// Fused int8 partitions. In an int8 recurrent network exported unrolled (a GRU: per step two FCs
+// and about twelve ADD / SUB / MUL / LOGISTIC / TANH / SPLIT ops on 128 values), the per-op cost of
+// whichever runtime executes the small ops, and of handing tensors between it and our FC kernels,
+// is most of the time. Here groups of such small int8 ops are claimed together with the int8 FCs
+// that feed or read them and run as one delegate kernel: TFLite's int8 arithmetic for each op
+// (elementwise_int8.cc), our int8 GEMM kernels for the FCs, partition-internal tensors in buffers
+// of our own (TFLite gives the tensors inside a partition no memory).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "delegate_internal.h"
+
+namespace npas {
+namespace {
+
+// Larger tensors are left alone: there the ops' own speed matters, not the per-op cost.
+constexpr int64_t kMaxFusedElements = 4096;
+// FCs joined to a fused group regardless of their measured speed-up: up to this many weights
+// (an unrolled GRU's 384 x 128), and few rows of input.
+constexpr int64_t kMaxForcedGemmWeights = 1 << 17;
+constexpr int kMaxForcedGemmPixels = 16;
+// Groups with fewer elementwise ops are not worth a partition of their own.
+constexpr int kMinFusedOps = 4;
+// Our elementwise ops follow TFLite's reference arithmetic and cost about 1.6x XNNPACK's (135 vs
+// 80 ns on 128 values, Zen 3), so a group pays only through FCs that are sparse enough: an
+// unrolled int8 GRU measured 1.6x (1/8 density), 1.3x (1/4) and 0.95x (1/2) stock XNNPACK fused.
+constexpr double kMaxFusedDensity = 0.3;
+
+bool FusionAvailable() {
+  // The elementwise kernels are vectorised for AVX2; elsewhere the scalar ones would be slower
+  // than the runtime's.
+  const Isa isa = DetectIsa();
+  return isa == Isa::kAvx2 || isa == Isa::kAvx512;
+}
+
+float Sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+float Tanh(float v) { return std::tanh(v); }
+
+// Per-tensor int8 quantization with a finite positive scale.
+bool Int8Params(const TfLiteTensor& t, float* scale, int32_t* zp) {
+  if (t.type != kTfLiteInt8) return false;
+  const TfLiteAffineQuantization* q = Affine(t);
+  if (q == nullptr || q->scale->size != 1) return false;
+  *scale = q->scale->data[0];
+  *zp = q->zero_point->data[0];
+  return *scale > 0 && std::isfinite(*scale) && *zp >= -128 && *zp <= 127;
+}
+
+// Static, known dims (no -1 in the signature either) of at most kMaxFusedElements elements.
+int64_t StaticElements(const TfLiteTensor& t) {
+  if (t.dims_signature != nullptr)
+    for (int i = 0; i < t.dims_signature->size; ++i)
+      if (t.dims_signature->data[i] < 0) return -1;
+  const int64_t n = NumElements(t.dims);
+  return n > kMaxFusedElements ? -1 : n;
+}
+
+bool ConstInt32(const TfLiteTensor& t, std::vector<int64_t>* values) {
+  if (!IsConstant(t) || t.type != kTfLiteInt32) return false;
+  const int64_t n = NumElements(t.dims);
+  if (n < 0) return false;
+  values->assign(t.data.i32, t.data.i32 + n);
+  return true;
+}
+
+int TensorAt(const TfLiteIntArray* a, int i) {
+  return a != nullptr && i < a->size ? a->data[i] : -1;
+}
+
+}  // namespace
+
+const char* ElementwiseOpName(int code) {
+  switch (code) {
+    case kTfLiteBuiltinAdd: return "ADD";
+    case kTfLiteBuiltinSub: return "SUB";
+    case kTfLiteBuiltinMul: return "MUL";
+    case kTfLiteBuiltinLogistic: return "LOGISTIC";
+    case kTfLiteBuiltinTanh: return "TANH";
+    case kTfLiteBuiltinSplit: return "SPLIT";
+    case kTfLiteBuiltinSplitV: return "SPLIT_V";
+    default: return nullptr;
+  }
+}
+
+bool BuildElementwiseSpec(const TfLiteContext* ctx, int node_index, const TfLiteNode* node,
+                          const TfLiteRegistration* reg, ElementwiseSpec* spec, std::string* why) {
+  auto no = [&](const char* reason) {
+    *why = reason;
+    return false;
+  };
+  const int code = reg->builtin_code;
+  if (ElementwiseOpName(code) == nullptr) return no("not an elementwise op");
+  const int nin = node->inputs ? node->inputs->size : 0;
+  const int nout = node->outputs ? node->outputs->size : 0;
+  for (int i = 0; i < nin + nout; ++i) {
+    const int t = i < nin ? node->inputs->data[i] : node->outputs->data[i - nin];
+    if (t < 0 || static_cast<size_t>(t) >= ctx->tensors_size) return no("missing tensor");
+  }
+  spec->node = node_index;
+  spec->code = code;
+  const TfLiteTensor* T = ctx->tensors;
+  if (code == kTfLiteBuiltinSplit || code == kTfLiteBuiltinSplitV) {
+    const bool v = code == kTfLiteBuiltinSplitV;
+    const int data = TensorAt(node->inputs, v ? 0 : 1);
+    const int axis_t = TensorAt(node->inputs, v ? 2 : 0);
+    std::vector<int64_t> axis;
+    if (nin != (v ? 3 : 2) || nout < 1 || !ConstInt32(T[axis_t], &axis) || axis.size() != 1)
+      return no("split axis not a constant");
+    const TfLiteTensor& in = T[data];
+    float s;
+    int32_t zp;
+    if (!Int8Params(in, &s, &zp) || StaticElements(in) < 0) return no("not a small int8 tensor");
+    const int rank = in.dims->size;
+    int64_t a = axis[0] < 0 ? axis[0] + rank : axis[0];
+    if (a < 0 || a >= rank) return no("bad split axis");
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < a; ++i) outer *= in.dims->data[i];
+    for (int i = a + 1; i < rank; ++i) inner *= in.dims->data[i];
+    int64_t along = 0;
+    spec->chunk.clear();
+    for (int o = 0; o < nout; ++o) {
+      const TfLiteTensor& out = T[node->outputs->data[o]];
+      if (out.type != kTfLiteInt8 || StaticElements(out) < 0 || out.dims->size != rank)
+        return no("split output not a small int8 tensor");
+      along += out.dims->data[a];
+      spec->chunk.push_back(static_cast<int64_t>(out.dims->data[a]) * inner);
+    }
+    if (along != in.dims->data[a]) return no("split sizes do not add up");
+    spec->outer = outer;
+    spec->inputs = {data};
+    spec->outputs.assign(node->outputs->data, node->outputs->data + nout);
+    return true;
+  }
+  const bool binary =
+      code == kTfLiteBuiltinAdd || code == kTfLiteBuiltinSub || code == kTfLiteBuiltinMul;
+  if (nin != (binary ? 2 : 1) || nout != 1) return no("unexpected inputs");
+  float s1, s2 = 0, so;
+  int32_t z1, z2 = 0, zo;
+  const TfLiteTensor& in1 = T[node->inputs->data[0]];
+  const TfLiteTensor& out = T[node->outputs->data[0]];
+  if (!Int8Params(in1, &s1, &z1) || !Int8Params(out, &so, &zo))
+    return no("not per-tensor int8");
+  spec->n = StaticElements(out);
+  spec->n1 = StaticElements(in1);
+  if (spec->n < 1 || spec->n1 < 1) return no("not a small static tensor");
+  spec->inputs.assign(node->inputs->data, node->inputs->data + nin);
+  spec->outputs = {node->outputs->data[0]};
+  if (!binary) {
+    if (spec->n1 != spec->n) return no("shape mismatch");
+    spec->table.resize(256);
+    MakeLookupInt8(s1, z1, so, zo, code == kTfLiteBuiltinLogistic ? Sigmoid : Tanh,
+                   spec->table.data());
+    return true;
+  }
+  const TfLiteTensor& in2 = T[node->inputs->data[1]];
+  if (!Int8Params(in2, &s2, &z2)) return no("not per-tensor int8");
+  spec->n2 = StaticElements(in2);
+  if ((spec->n1 != spec->n && spec->n1 != 1) || (spec->n2 != spec->n && spec->n2 != 1))
+    return no("broadcast other than of a single value");
+  // ADD / SUB / MUL params all start with the fused activation.
+  const int act = node->builtin_data ? *static_cast<const int*>(node->builtin_data) : 0;
+  float amin, amax;
+  int32_t lo, hi;
+  if (!ActivationRange(act, &amin, &amax) ||
+      !QuantizedActivationRange(amin, amax, so, zo, &lo, &hi))
+    return no("unsupported fused activation");
+  if (code == kTfLiteBuiltinMul) {
+    MakeMulInt8Params(s1, z1, s2, z2, so, zo, lo, hi, &spec->mul);
+    return true;
+  }
+  if (!MakeAddInt8Params(s1, z1, s2, z2, so, zo, code == kTfLiteBuiltinSub ? -1 : 1, lo, hi,
+                         &spec->add))
+    return no("scales TFLite's int8 ADD rejects");
+  return true;
+}
+
+FusionPlan PlanFusion(TfLiteContext* ctx, const std::vector<int>& plan, const Options& opt) {
+  FusionPlan fp;
+  if (!opt.fuse || !FusionAvailable()) return fp;
+  // Candidates and the int8 FCs next to them (sharing a tensor), joined into groups by
+  // union-find over the tensors they share.
+  std::map<int, int> parent;
+  std::function<int(int)> find = [&](int x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  auto unite = [&](int a, int b) { parent[find(a)] = find(b); };
+  std::map<int, std::vector<int>> users;  // tensor -> candidate nodes reading or writing it
+  std::map<int, ElementwiseSpec> ew;
+  std::vector<int> fcs;
+  for (int node_index : plan) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk || !node || !reg)
+      continue;
+    ElementwiseSpec spec;
+    std::string why;
+    if (BuildElementwiseSpec(ctx, node_index, node, reg, &spec, &why)) {
+      parent[node_index] = node_index;
+      for (int t : spec.inputs) users[t].push_back(node_index);
+      for (int t : spec.outputs) users[t].push_back(node_index);
+      ew.emplace(node_index, std::move(spec));
+    } else if (reg->builtin_code == kTfLiteBuiltinFullyConnected) {
+      fcs.push_back(node_index);
+    }
+  }
+  for (auto& tu : users)
+    for (size_t i = 1; i < tu.second.size(); ++i) unite(tu.second[0], tu.second[i]);
+  std::vector<int> joined;
+  for (int node_index : fcs) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg);
+    const int in = TensorAt(node->inputs, 0), w = TensorAt(node->inputs, 1);
+    const int out = TensorAt(node->outputs, 0);
+    if (in < 0 || w < 0 || out < 0 || ctx->tensors[in].type != kTfLiteInt8) continue;
+    const int64_t nw = NumElements(ctx->tensors[w].dims), nin = NumElements(ctx->tensors[in].dims);
+    const int64_t cols = ctx->tensors[w].dims && ctx->tensors[w].dims->size == 2
+                             ? ctx->tensors[w].dims->data[1] : 0;
+    if (nw < 1 || nw > kMaxForcedGemmWeights || cols < 1 || nin / cols > kMaxForcedGemmPixels ||
+        ctx->tensors[w].type != kTfLiteInt8 || !IsConstant(ctx->tensors[w]))
+      continue;
+    bool any = false;
+    for (int t : {in, out}) {
+      auto it = users.find(t);
+      if (it == users.end()) continue;
+      if (!any) parent[node_index] = node_index;
+      any = true;
+      unite(node_index, it->second[0]);
+    }
+    if (any) joined.push_back(node_index);
+  }
+  // Per group: elementwise ops, FC weights and their nonzeros.
+  std::map<int, int64_t> ops, weights, nonzeros;
+  for (auto& e : ew) ++ops[find(e.first)];
+  for (int n : joined) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    ctx->GetNodeAndRegistration(ctx, n, &node, &reg);
+    const TfLiteTensor& w = ctx->tensors[node->inputs->data[1]];
+    const int64_t count = NumElements(w.dims);
+    weights[find(n)] += count;
+    nonzeros[find(n)] += count - std::count(w.data.int8, w.data.int8 + count, 0);
+  }
+  auto worth = [&](int root) {
+    return ops[root] >= kMinFusedOps && weights[root] > 0 &&
+           nonzeros[root] <= kMaxFusedDensity * weights[root];
+  };
+  for (auto& e : ew)
+    if (worth(find(e.first))) fp.elementwise.emplace(e.first, std::move(e.second));
+  for (int n : joined)
+    if (worth(find(n))) fp.gemms.push_back(n);
+  return fp;
+}
+
+// ---- the fused delegate kernel ------------------------------------------------------------------
+namespace {
+
+// A tensor a step reads or writes: the runtime's (tensor index) or one of our buffers.
+struct Operand {
+  int tensor = -1;
+  int8_t* buffer = nullptr;
+  int8_t* Data(TfLiteContext* ctx) const { return buffer ? buffer : ctx->tensors[tensor].data.int8; }
+};
+
+struct Step {
+  NodeState* gemm = nullptr;             // an FC, or
+  const ElementwiseSpec* ew = nullptr;   // an elementwise op
+  std::vector<Operand> in, out;
+};
+
+struct FusedPartition {
+  std::vector<std::unique_ptr<NodeState>> gemms;
+  std::vector<std::unique_ptr<ElementwiseSpec>> elementwise;
+  std::vector<Step> steps;  // execution order
+  std::vector<std::vector<int8_t>> buffers;
+  std::vector<std::pair<int, std::vector<int>>> input_dims;  // partition inputs as fused
+};
+
+// Slack after each internal buffer: some int8 GEMM kernels load whole vectors at the end.
+constexpr size_t kBufferSlack = 128;
+
+std::vector<int> Dims(const TfLiteTensor& t) {
+  return t.dims ? std::vector<int>(t.dims->data, t.dims->data + t.dims->size) : std::vector<int>();
+}
+
+void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
+  auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  if (params == nullptr || params->delegate == nullptr || params->nodes_to_replace == nullptr) {
+    ctx->ReportError(ctx, "npas delegate: unexpected partition");
+    return nullptr;
+  }
+  auto* d = static_cast<DelegateState*>(params->delegate->data_);
+  std::lock_guard<std::recursive_mutex> lock(d->mu);
+  auto part = std::make_unique<FusedPartition>();
+  std::vector<int> external_out;
+  if (params->output_tensors)
+    external_out.assign(params->output_tensors->data,
+                        params->output_tensors->data + params->output_tensors->size);
+  std::map<int, int8_t*> internal;  // tensor -> our buffer
+  auto operand = [&](int t, bool produced) {
+    Operand o;
+    o.tensor = t;
+    auto it = internal.find(t);
+    if (it != internal.end()) {
+      o.buffer = it->second;
+    } else if (produced &&
+               std::find(external_out.begin(), external_out.end(), t) == external_out.end()) {
+      const int64_t n = std::max<int64_t>(NumElements(ctx->tensors[t].dims), 1);
+      part->buffers.emplace_back(static_cast<size_t>(n) + kBufferSlack, 0);
+      o.buffer = internal[t] = part->buffers.back().data();
+    }
+    return o;
+  };
+  // nodes_to_replace is in execution order (TFLite keeps a partition's nodes sorted).
+  for (int i = 0; i < params->nodes_to_replace->size; ++i) {
+    const int node = params->nodes_to_replace->data[i];
+    Step step;
+    std::vector<int> ins, outs;
+    auto g = d->pending.find(node);
+    auto e = d->pending_elementwise.find(node);
+    if (g != d->pending.end() && g->second->spec.int8 &&
+        g->second->spec.op == OpKind::kFullyConnected && !g->second->geo.needs_copy) {
+      part->gemms.push_back(std::move(g->second));
+      d->pending.erase(g);
+      step.gemm = part->gemms.back().get();
+      ins = {step.gemm->spec.input_tensor};
+      outs = {step.gemm->spec.output_tensor};
+    } else if (e != d->pending_elementwise.end()) {
+      part->elementwise.push_back(std::make_unique<ElementwiseSpec>(std::move(e->second)));
+      d->pending_elementwise.erase(e);
+      step.ew = part->elementwise.back().get();
+      ins = step.ew->inputs;
+      outs = step.ew->outputs;
+    } else {
+      ctx->ReportError(ctx, "npas delegate: node %d was not prepared for fusion", node);
+      return nullptr;
+    }
+    for (int t : ins) step.in.push_back(operand(t, false));
+    for (int t : outs) step.out.push_back(operand(t, true));
+    part->steps.push_back(std::move(step));
+  }
+  if (params->input_tensors)
+    for (int i = 0; i < params->input_tensors->size; ++i) {
+      const int t = params->input_tensors->data[i];
+      if (t >= 0 && !IsConstant(ctx->tensors[t])) part->input_dims.emplace_back(t, Dims(ctx->tensors[t]));
+    }
+  return part.release();
+}
+
+void FusedFree(TfLiteContext*, void* buffer) { delete static_cast<FusedPartition*>(buffer); }
+
+TfLiteStatus FusedPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* part = static_cast<FusedPartition*>(node->user_data);
+  if (part == nullptr) return kTfLiteError;
+  // Shapes were fixed when the group was fused (internal tensors get no shape propagation).
+  for (const auto& in : part->input_dims)
+    if (Dims(ctx->tensors[in.first]) != in.second) {
+      ctx->ReportError(ctx,
+                       "npas delegate: an input of a fused int8 partition changed shape; "
+                       "resizing is not supported there (delegate option fuse=0 turns fusion off)");
+      return kTfLiteError;
+    }
+  return kTfLiteOk;
+}
+
+TfLiteStatus FusedInvoke(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* part = static_cast<FusedPartition*>(node->user_data);
+  if (part == nullptr) return kTfLiteError;
+  ThreadPool* pool = SharedThreadPool();
+  for (const Step& s : part->steps) {
+    if (s.gemm) {
+      const NodeState& st = *s.gemm;
+      st.gemm8->Run(s.in[0].Data(ctx), st.geo.in_elems, st.pixel_base.data(), st.geo.num_pixels,
+                    s.out[0].Data(ctx), pool, st.num_threads);
+      continue;
+    }
+    const ElementwiseSpec& e = *s.ew;
+    switch (e.code) {
+      case kTfLiteBuiltinAdd:
+      case kTfLiteBuiltinSub:
+        AddInt8(e.add, s.in[0].Data(ctx), e.n1, s.in[1].Data(ctx), e.n2, s.out[0].Data(ctx), e.n);
+        break;
+      case kTfLiteBuiltinMul:
+        MulInt8(e.mul, s.in[0].Data(ctx), e.n1, s.in[1].Data(ctx), e.n2, s.out[0].Data(ctx), e.n);
+        break;
+      case kTfLiteBuiltinLogistic:
+      case kTfLiteBuiltinTanh:
+        LookupInt8(e.table.data(), s.in[0].Data(ctx), s.out[0].Data(ctx), e.n);
+        break;
+      default: {  // SPLIT, SPLIT_V: rows of the input dealt to the outputs
+        const int8_t* src = s.in[0].Data(ctx);
+        for (int64_t r = 0; r < e.outer; ++r)
+          for (size_t o = 0; o < s.out.size(); ++o) {
+            std::memcpy(s.out[o].Data(ctx) + r * e.chunk[o], src, static_cast<size_t>(e.chunk[o]));
+            src += e.chunk[o];
+          }
+      }
+    }
+  }
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+TfLiteRegistration MakeFusedRegistration() {
+  return DelegateKernelRegistration("NpasFusedInt8", FusedInit, FusedFree, FusedPrepare,
+                                    FusedInvoke);
+}
+
+}  // namespace npas
