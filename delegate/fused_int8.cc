@@ -275,7 +275,7 @@ struct FusedPartition {
   std::vector<std::unique_ptr<NodeState>> gemms;
   std::vector<std::unique_ptr<ElementwiseSpec>> elementwise;
   std::vector<Step> steps;  // execution order
-  std::vector<std::vector<int8_t>> buffers;
+  std::vector<int8_t> arena;  // internal tensors (FusedInit plans their blocks)
   std::vector<std::pair<int, std::vector<int>>> input_dims;  // partition inputs as fused
 };
 
@@ -299,26 +299,11 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
   if (params->output_tensors)
     external_out.assign(params->output_tensors->data,
                         params->output_tensors->data + params->output_tensors->size);
-  std::map<int, int8_t*> internal;  // tensor -> our buffer
-  auto operand = [&](int t, bool produced) {
-    Operand o;
-    o.tensor = t;
-    auto it = internal.find(t);
-    if (it != internal.end()) {
-      o.buffer = it->second;
-    } else if (produced &&
-               std::find(external_out.begin(), external_out.end(), t) == external_out.end()) {
-      const int64_t n = std::max<int64_t>(NumElements(ctx->tensors[t].dims), 1);
-      part->buffers.emplace_back(static_cast<size_t>(n) + kBufferSlack, 0);
-      o.buffer = internal[t] = part->buffers.back().data();
-    }
-    return o;
-  };
   // nodes_to_replace is in execution order (TFLite keeps a partition's nodes sorted).
+  std::vector<std::vector<int>> ins, outs;
   for (int i = 0; i < params->nodes_to_replace->size; ++i) {
     const int node = params->nodes_to_replace->data[i];
     Step step;
-    std::vector<int> ins, outs;
     auto g = d->pending.find(node);
     auto e = d->pending_elementwise.find(node);
     if (g != d->pending.end() && g->second->spec.int8 &&
@@ -326,22 +311,66 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
       part->gemms.push_back(std::move(g->second));
       d->pending.erase(g);
       step.gemm = part->gemms.back().get();
-      ins = {step.gemm->spec.input_tensor};
-      outs = {step.gemm->spec.output_tensor};
+      ins.push_back({step.gemm->spec.input_tensor});
+      outs.push_back({step.gemm->spec.output_tensor});
     } else if (e != d->pending_elementwise.end()) {
       part->elementwise.push_back(std::make_unique<ElementwiseSpec>(std::move(e->second)));
       d->pending_elementwise.erase(e);
       step.ew = part->elementwise.back().get();
-      ins = step.ew->inputs;
-      outs = step.ew->outputs;
+      ins.push_back(step.ew->inputs);
+      outs.push_back(step.ew->outputs);
     } else {
       ctx->ReportError(ctx, "npas delegate: node %d was not prepared for fusion", node);
       return nullptr;
     }
-    for (int t : ins) step.in.push_back(operand(t, false));
-    for (int t : outs) step.out.push_back(operand(t, true));
     part->steps.push_back(std::move(step));
   }
+  // Internal tensors (made here, not a partition output) live in one arena from the step that
+  // makes them to the last step that reads them, their blocks reused after that: a 28-step
+  // GRU's working set is then a few KB, not one buffer per tensor.
+  std::map<int, size_t> last_use;
+  for (size_t i = 0; i < part->steps.size(); ++i) {
+    for (int t : outs[i])
+      if (std::find(external_out.begin(), external_out.end(), t) == external_out.end())
+        last_use[t] = i;
+    for (int t : ins[i])
+      if (last_use.count(t)) last_use[t] = i;
+  }
+  std::vector<std::pair<size_t, size_t>> blocks;  // (offset, bytes)
+  std::vector<size_t> free_blocks;                // indices into blocks
+  std::map<int, size_t> block_of;                 // tensor -> block
+  size_t arena = 0;
+  for (size_t i = 0; i < part->steps.size(); ++i) {
+    for (int t : outs[i]) {
+      if (!last_use.count(t) || block_of.count(t)) continue;
+      const int64_t n = std::max<int64_t>(NumElements(ctx->tensors[t].dims), 1);
+      const size_t bytes = (static_cast<size_t>(n) + kBufferSlack + 63) / 64 * 64;
+      auto fit = std::find_if(free_blocks.begin(), free_blocks.end(),
+                              [&](size_t b) { return blocks[b].second >= bytes; });
+      if (fit != free_blocks.end()) {
+        block_of[t] = *fit;
+        free_blocks.erase(fit);
+      } else {
+        block_of[t] = blocks.size();
+        blocks.emplace_back(arena, bytes);
+        arena += bytes;
+      }
+    }
+    for (const auto& lu : last_use)
+      if (lu.second == i) free_blocks.push_back(block_of.at(lu.first));
+  }
+  part->arena.assign(arena + 64, 0);
+  int8_t* base = reinterpret_cast<int8_t*>(
+      (reinterpret_cast<uintptr_t>(part->arena.data()) + 63) & ~static_cast<uintptr_t>(63));
+  for (size_t i = 0; i < part->steps.size(); ++i)
+    for (int io = 0; io < 2; ++io)
+      for (int t : io ? outs[i] : ins[i]) {
+        Operand o;
+        o.tensor = t;
+        auto b = block_of.find(t);
+        if (b != block_of.end()) o.buffer = base + blocks[b->second].first;
+        (io ? part->steps[i].out : part->steps[i].in).push_back(o);
+      }
   if (params->input_tensors)
     for (int i = 0; i < params->input_tensors->size; ++i) {
       const int t = params->input_tensors->data[i];
