@@ -31,15 +31,33 @@ static inline __m256i HighMul(__m256i x, __m256i m) {
 
 // RoundingDivideByPOT(HighMul(x, mult), rsh): TFLite's MultiplyByQuantizedMultiplier without the
 // left shift (any sign of mult: HighMul's floor form holds for negative products too).
-static inline __m256i MulRound(__m256i x, __m256i mult, __m256i rsh) {
+// RoundingDivideByPOT: (h >> e) + (rem > (mask >> 1) + (h < 0)); compares give -1 for true.
+static inline __m256i RoundingDivide(__m256i h, __m256i rsh) {
   const __m256i one = _mm256_set1_epi32(1);
-  const __m256i h = HighMul(x, mult);
-  // RoundingDivideByPOT: (h >> e) + (rem > (mask >> 1) + (h < 0)); compares give -1 for true.
   const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, rsh), one);
   const __m256i rem = _mm256_and_si256(h, mask);
   const __m256i thr = _mm256_sub_epi32(_mm256_srai_epi32(mask, 1), _mm256_srai_epi32(h, 31));
   return _mm256_sub_epi32(_mm256_srav_epi32(h, rsh), _mm256_cmpgt_epi32(rem, thr));
 }
+
+static inline __m256i MulRound(__m256i x, __m256i mult, __m256i rsh) {
+  return RoundingDivide(HighMul(x, mult), rsh);
+}
+
+// ADD's input scaling, MulRound(v * 2^20, m, rsh) for |v| <= 255, in 32-bit lanes: with
+// m = mh * 2^11 + ml (0 <= ml < 2^11), floor((v * 2^20 * m + 2^30) / 2^31) =
+// v * mh + floor((v * ml + 2^10) / 2^11), and neither product leaves 32 bits.
+struct AddInputScale {
+  __m256i mh, ml, rsh;
+  AddInputScale(int32_t m, int shift)
+      : mh(_mm256_set1_epi32(m >> 11)), ml(_mm256_set1_epi32(m & 2047)),
+        rsh(_mm256_set1_epi32(-shift)) {}
+  __m256i operator()(__m256i v) const {
+    const __m256i lo = _mm256_add_epi32(_mm256_mullo_epi32(v, ml), _mm256_set1_epi32(1 << 10));
+    const __m256i h = _mm256_add_epi32(_mm256_mullo_epi32(v, mh), _mm256_srai_epi32(lo, 11));
+    return RoundingDivide(h, rsh);
+  }
+};
 
 static inline __m256i Requant(__m256i acc, __m256i mult, __m256i lsh, __m256i rsh, __m256i zp,
                               __m256i lo, __m256i hi) {
@@ -312,16 +330,16 @@ void LanesInt8Avx2(const LanesInt8View& v, const int16_t* planes, int t0, int t1
 int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n) {
   const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
-  const __m256i m1 = _mm256_set1_epi32(p.input1_multiplier), m2 = _mm256_set1_epi32(p.input2_multiplier);
-  const __m256i r1 = _mm256_set1_epi32(-p.input1_shift), r2 = _mm256_set1_epi32(-p.input2_shift);
+  const AddInputScale scale1(p.input1_multiplier, p.input1_shift);
+  const AddInputScale scale2(p.input2_multiplier, p.input2_shift);
   const __m256i mo = _mm256_set1_epi32(p.output_multiplier), ro = _mm256_set1_epi32(-p.output_shift);
   const __m256i zero = _mm256_setzero_si256(), zp = _mm256_set1_epi32(p.output_offset);
   const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i a = _mm256_slli_epi32(Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1), 20);
-    const __m256i b = _mm256_slli_epi32(Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2), 20);
-    const __m256i sum = _mm256_add_epi32(MulRound(a, m1, r1), MulRound(b, m2, r2));
+    const __m256i a = Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1);
+    const __m256i b = Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2);
+    const __m256i sum = _mm256_add_epi32(scale1(a), scale2(b));
     Store8(out + i, Requant(sum, mo, zero, ro, zp, lo, hi));
   }
   return i;
