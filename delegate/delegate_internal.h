@@ -172,7 +172,6 @@ class TuningCache {
   std::map<std::string, TuningEntry> entries_;
   bool loaded_ = false, dirty_ = false;
 };
-uint64_t Fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603ull);
 
 // ---- stats -----------------------------------------------------------------------------------
 struct NodeRecord {

@@ -668,7 +668,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
       if (!IsCandidate(reg)) continue;
       const bool in_group = std::find(fusion.gemms.begin(), fusion.gemms.end(), node_index) !=
                             fusion.gemms.end();
-      auto st = Evaluate(ctx, d, node_index, node, reg, threads, in_group, &rec);
+      // A fused group's FCs are a microsecond or less: one thread (waking the pool costs more).
+      auto st = Evaluate(ctx, d, node_index, node, reg, in_group ? 1 : threads, in_group, &rec);
       if (st) {
         d->pending[node_index] = std::move(st);
         (in_group ? fused : claimed).push_back(node_index);

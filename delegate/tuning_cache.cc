@@ -11,14 +11,6 @@
 
 namespace npas {
 
-uint64_t Fnv1a(const void* data, size_t bytes, uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 void TuningCache::Load(const std::string& path) {
   if (loaded_ && path == path_) return;

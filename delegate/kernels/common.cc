@@ -41,6 +41,15 @@ const char* IsaName(Isa isa) {
   return "?";
 }
 
+uint64_t Fnv1a(const void* data, size_t bytes, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 namespace internal {
 Isa CpuIsa() {
 #if defined(__x86_64__) || defined(__i386__)

@@ -9,6 +9,10 @@
 #include <functional>
 #include <cstdlib>
 #include <vector>
+#include <string>
+#include <mutex>
+#include <memory>
+#include <map>
 
 #include "kernels/int8_internal.h"
 
@@ -73,166 +77,206 @@ double BestMs(const std::function<void()>& fn, double budget_ms, double bar_ms) 
   return best;
 }
 
-class RowBlockInt8 : public PackedGemmInt8 {
- public:
-  RowBlockInt8(const GemmInt8Desc& d, bool sparse, StructureInfo info) : info_(info) {
-    sparse_ = sparse;
-    kernel_ = SelectRowBlockInt8();
-    const int64_t zero = d.input_zp + (kernel_.input == Int8Input::kU8 ? 128 : 0);
-    const int G = (d.rows + 15) / 16;
-    qstart_.assign(G + 1, 0);
-    qmid_.assign(G, 0);
-    wbeg_.assign(G + 1, 0);
-    std::vector<int32_t> offs;
-    std::vector<uint32_t> qidx;
-    std::vector<int8_t> w;
-    std::vector<uint8_t> used(d.cols);
-    bias_ = Aligned(sizeof(int32_t) * G * 16);
-    mult_ = Aligned(sizeof(int32_t) * G * 16);
-    lsh_ = Aligned(sizeof(int32_t) * G * 16);
-    rsh_ = Aligned(sizeof(int32_t) * G * 16);
-    int32_t* bias = (int32_t*)bias_.p;
-    int32_t* mult = (int32_t*)mult_.p;
-    int32_t* lsh = (int32_t*)lsh_.p;
-    int32_t* rsh = (int32_t*)rsh_.p;
-    for (int g = 0; g < G; ++g) {
-      const int r0 = g * 16, r1 = std::min(d.rows, r0 + 16);
-      for (int k = 0; k < d.cols; ++k) {
-        uint8_t u = sparse ? 0 : 1;
-        for (int r = r0; r < r1 && !u; ++r) u = d.weights[(size_t)r * d.cols + k] != 0;
-        used[k] = u;
-      }
-      auto push_quad = [&](const int* cols, int n) {
-        const int32_t safe = d.col_offset[cols[0]];
-        for (int j = 0; j < 4; ++j) offs.push_back(j < n ? d.col_offset[cols[j]] : safe);
-        size_t base = w.size();
-        w.resize(base + 64, 0);
-        for (int l = 0; l < 16; ++l) {
-          const int r = r0 + l;
-          if (r >= r1) continue;
-          for (int j = 0; j < n; ++j) w[base + 4 * l + j] = d.weights[(size_t)r * d.cols + cols[j]];
-        }
-      };
-      // Contiguous quads: runs of 4 columns with consecutive offsets holding enough used
-      // columns (dense: any; sparse: >= 2, or all 4 for a window kernel); the rest are gathered.
-      const int min_used = !sparse ? 1 : kernel_.windows ? 4 : 2;
-      std::vector<int> singles;
-      int k = 0;
-      while (k < d.cols) {
-        bool run = k + 3 < d.cols;
-        for (int j = 1; j < 4 && run; ++j) run = d.col_offset[k + j] == d.col_offset[k] + j;
-        if (run) {
-          const int n = used[k] + used[k + 1] + used[k + 2] + used[k + 3];
-          if (n >= min_used) {
-            int cols4[4] = {k, k + 1, k + 2, k + 3};
-            push_quad(cols4, 4);
-          } else {
-            for (int j = 0; j < 4; ++j)
-              if (used[k + j]) singles.push_back(k + j);
-          }
-          k += 4;
-        } else {
-          if (used[k]) singles.push_back(k);
-          ++k;
-        }
-      }
-      qmid_[g] = (int32_t)(offs.size() / 4);
-      qidx.resize(offs.size() / 4, 0);
-      // Gathered quads by window: the singles sorted by offset, cut into windows of columns
-      // within kWindowSpan of each other. The cut minimises the kernel's work per pixel, by
-      // dynamic programming: 2 per quad (vpermb + vpdpbusd; a window of n columns has
-      // ceil(n / 4) quads) + 1 per window load, 2 when the window leaves its 64-aligned block
-      // (two cache lines when the pixel base is aligned: cin a multiple of 64, or a FC). At
-      // density 1/8 this gives ~77 quads per group of 288 kept columns where fixed aligned
-      // blocks give ~86.
-      std::stable_sort(singles.begin(), singles.end(),
-                       [&](int a, int b) { return d.col_offset[a] < d.col_offset[b]; });
-      // A window starts at its 64-aligned block when it fits in one (offsets >= 0: the load
-      // must not start before the pixel's data), else at its first column.
-      auto in_block = [](int32_t first, int32_t last) {
-        return first >= 0 && last - (first & ~(kWindowSpan - 1)) < kWindowSpan;
-      };
-      auto window_base = [&](int32_t first, int32_t last) {
-        return in_block(first, last) ? first & ~(kWindowSpan - 1) : first;
-      };
-      std::vector<std::pair<size_t, size_t>> windows;  // [i, e) of singles
-      {
-        const size_t n = singles.size();
-        auto off = [&](size_t i) { return d.col_offset[singles[i]]; };
-        std::vector<int64_t> best(n + 1, INT64_MAX);
-        std::vector<size_t> from(n + 1, 0);
-        best[0] = 0;
-        for (size_t j = 1; j <= n; ++j)
-          for (size_t i = j; i-- > 0 && off(j - 1) - off(i) < kWindowSpan;) {
-            const int64_t c = best[i] + 2 * (int64_t)((j - i + 3) / 4) +
-                              (in_block(off(i), off(j - 1)) ? 1 : 2);
-            if (c < best[j]) best[j] = c, from[j] = i;
-          }
-        for (size_t j = n; j > 0; j = from[j]) windows.push_back({from[j], j});
-        std::reverse(windows.begin(), windows.end());
-      }
-      for (const auto& win : windows) {
-        const int32_t base = window_base(d.col_offset[singles[win.first]],
-                                         d.col_offset[singles[win.second - 1]]);
-        for (size_t i = win.first; i < win.second;) {
-          int cols4[4];
-          const int n = (int)std::min<size_t>(4, win.second - i);
-          uint32_t idx = 0;
-          for (int j = 0; j < 4; ++j) {
-            cols4[j] = singles[i + std::min(j, n - 1)];
-            idx |= (uint32_t)(d.col_offset[cols4[j]] - base) << (8 * j);
-          }
-          push_quad(cols4, n);
-          qidx.push_back(idx);
-          i += n;
-        }
-        woff_.push_back(base);
-        wqend_.push_back((int32_t)(offs.size() / 4));
-      }
-      wbeg_[g + 1] = (int32_t)woff_.size();
-      qstart_[g + 1] = (int32_t)(offs.size() / 4);
+// The part of a row-block packing that depends only on the weights, their offsets and the
+// kernel: shared by packings of the same weights with other scales, bias or zero points (an
+// unrolled int8 RNN's per-step FCs, each with its own output scale).
+struct RowBlockWeights {
+  std::vector<int32_t> qstart, qmid, qoffs, wbeg, woff, wqend;
+  std::vector<uint32_t> qidx;
+  Aligned w, w16;
+  size_t wbytes = 0;
+  std::vector<int64_t> row_sum;  // sum of each row's weights (folded into the bias)
+  bool ok(const RowBlockInt8Kernel& k) const {
+    return w.p && (k.input != Int8Input::kS16 || w16.p);
+  }
+};
+
+std::shared_ptr<const RowBlockWeights> PackRowBlockWeights(const GemmInt8Desc& d, bool sparse,
+                                                           const RowBlockInt8Kernel& kernel) {
+  auto pw = std::make_shared<RowBlockWeights>();
+  RowBlockWeights& P = *pw;
+  const int G = (d.rows + 15) / 16;
+  P.qstart.assign(G + 1, 0);
+  P.qmid.assign(G, 0);
+  P.wbeg.assign(G + 1, 0);
+  P.row_sum.assign(d.rows, 0);
+  for (int r = 0; r < d.rows; ++r)
+    for (int k = 0; k < d.cols; ++k) P.row_sum[r] += d.weights[(size_t)r * d.cols + k];
+  std::vector<int32_t>& offs = P.qoffs;
+  std::vector<uint32_t>& qidx = P.qidx;
+  std::vector<int8_t> w;
+  std::vector<uint8_t> used(d.cols);
+  for (int g = 0; g < G; ++g) {
+    const int r0 = g * 16, r1 = std::min(d.rows, r0 + 16);
+    for (int k = 0; k < d.cols; ++k) {
+      uint8_t u = sparse ? 0 : 1;
+      for (int r = r0; r < r1 && !u; ++r) u = d.weights[(size_t)r * d.cols + k] != 0;
+      used[k] = u;
+    }
+    auto push_quad = [&](const int* cols, int n) {
+      const int32_t safe = d.col_offset[cols[0]];
+      for (int j = 0; j < 4; ++j) offs.push_back(j < n ? d.col_offset[cols[j]] : safe);
+      size_t base = w.size();
+      w.resize(base + 64, 0);
       for (int l = 0; l < 16; ++l) {
         const int r = r0 + l;
-        if (r >= r1) {
-          mult[r0 + l] = 0;
-          continue;
+        if (r >= r1) continue;
+        for (int j = 0; j < n; ++j) w[base + 4 * l + j] = d.weights[(size_t)r * d.cols + cols[j]];
+      }
+    };
+    // Contiguous quads: runs of 4 columns with consecutive offsets holding enough used
+    // columns (dense: any; sparse: >= 2, or all 4 for a window kernel); the rest are gathered.
+    const int min_used = !sparse ? 1 : kernel.windows ? 4 : 2;
+    std::vector<int> singles;
+    int k = 0;
+    while (k < d.cols) {
+      bool run = k + 3 < d.cols;
+      for (int j = 1; j < 4 && run; ++j) run = d.col_offset[k + j] == d.col_offset[k] + j;
+      if (run) {
+        const int n = used[k] + used[k + 1] + used[k + 2] + used[k + 3];
+        if (n >= min_used) {
+          int cols4[4] = {k, k + 1, k + 2, k + 3};
+          push_quad(cols4, 4);
+        } else {
+          for (int j = 0; j < 4; ++j)
+            if (used[k + j]) singles.push_back(k + j);
         }
-        int64_t sum = 0;
-        for (int kk = 0; kk < d.cols; ++kk) sum += d.weights[(size_t)r * d.cols + kk];
-        int64_t b = (d.bias ? d.bias[r] : 0) - zero * sum;
-        bias[r0 + l] = (int32_t)b;
-        mult[r0 + l] = d.multiplier[r];
-        lsh[r0 + l] = d.shift[r] > 0 ? d.shift[r] : 0;
-        rsh[r0 + l] = d.shift[r] > 0 ? 0 : -d.shift[r];
+        k += 4;
+      } else {
+        if (used[k]) singles.push_back(k);
+        ++k;
       }
     }
-    qoffs_ = offs;
-    qidx_ = qidx;
-    w_ = Aligned(w.size());
-    if (!w.empty()) std::memcpy(w_.p, w.data(), w.size());
-    wbytes_ = w.size();
-    if (kernel_.input == Int8Input::kS16) {  // AVX2: int16 copy in vpmaddwd order
-      w16_ = Aligned(w.size() * 2);
-      int16_t* w16 = (int16_t*)w16_.p;
+    P.qmid[g] = (int32_t)(offs.size() / 4);
+    qidx.resize(offs.size() / 4, 0);
+    // Gathered quads by window: the singles sorted by offset, cut into windows of columns
+    // within kWindowSpan of each other. The cut minimises the kernel's work per pixel, by
+    // dynamic programming: 2 per quad (vpermb + vpdpbusd; a window of n columns has
+    // ceil(n / 4) quads) + 1 per window load, 2 when the window leaves its 64-aligned block
+    // (two cache lines when the pixel base is aligned: cin a multiple of 64, or a FC). At
+    // density 1/8 this gives ~77 quads per group of 288 kept columns where fixed aligned
+    // blocks give ~86.
+    std::stable_sort(singles.begin(), singles.end(),
+                     [&](int a, int b) { return d.col_offset[a] < d.col_offset[b]; });
+    // A window starts at its 64-aligned block when it fits in one (offsets >= 0: the load
+    // must not start before the pixel's data), else at its first column.
+    auto in_block = [](int32_t first, int32_t last) {
+      return first >= 0 && last - (first & ~(kWindowSpan - 1)) < kWindowSpan;
+    };
+    auto window_base = [&](int32_t first, int32_t last) {
+      return in_block(first, last) ? first & ~(kWindowSpan - 1) : first;
+    };
+    std::vector<std::pair<size_t, size_t>> windows;  // [i, e) of singles
+    {
+      const size_t n = singles.size();
+      auto off = [&](size_t i) { return d.col_offset[singles[i]]; };
+      std::vector<int64_t> best(n + 1, INT64_MAX);
+      std::vector<size_t> from(n + 1, 0);
+      best[0] = 0;
+      for (size_t j = 1; j <= n; ++j)
+        for (size_t i = j; i-- > 0 && off(j - 1) - off(i) < kWindowSpan;) {
+          const int64_t c = best[i] + 2 * (int64_t)((j - i + 3) / 4) +
+                            (in_block(off(i), off(j - 1)) ? 1 : 2);
+          if (c < best[j]) best[j] = c, from[j] = i;
+        }
+      for (size_t j = n; j > 0; j = from[j]) windows.push_back({from[j], j});
+      std::reverse(windows.begin(), windows.end());
+    }
+    for (const auto& win : windows) {
+      const int32_t base = window_base(d.col_offset[singles[win.first]],
+                                       d.col_offset[singles[win.second - 1]]);
+      for (size_t i = win.first; i < win.second;) {
+        int cols4[4];
+        const int n = (int)std::min<size_t>(4, win.second - i);
+        uint32_t idx = 0;
+        for (int j = 0; j < 4; ++j) {
+          cols4[j] = singles[i + std::min(j, n - 1)];
+          idx |= (uint32_t)(d.col_offset[cols4[j]] - base) << (8 * j);
+        }
+        push_quad(cols4, n);
+        qidx.push_back(idx);
+        i += n;
+      }
+      P.woff.push_back(base);
+      P.wqend.push_back((int32_t)(offs.size() / 4));
+    }
+    P.wbeg[g + 1] = (int32_t)P.woff.size();
+    P.qstart[g + 1] = (int32_t)(offs.size() / 4);
+  }
+  P.w = Aligned(w.size());
+  if (P.w.p && !w.empty()) std::memcpy(P.w.p, w.data(), w.size());
+  P.wbytes = w.size();
+  if (kernel.input == Int8Input::kS16) {  // AVX2: int16 copy in vpmaddwd order
+    P.w16 = Aligned(w.size() * 2);
+    int16_t* w16 = (int16_t*)P.w16.p;
+    if (w16)
       for (size_t q = 0; q < w.size() / 64; ++q)
         for (int h = 0; h < 2; ++h)
           for (int pr = 0; pr < 2; ++pr)
             for (int l = 0; l < 8; ++l)
               for (int j = 0; j < 2; ++j)
                 w16[64 * q + 32 * h + 16 * pr + 2 * l + j] = w[64 * q + 4 * (8 * h + l) + 2 * pr + j];
-      wbytes_ += w.size() * 2;
+    P.wbytes += w.size() * 2;
+  }
+  return pw;
+}
+
+// PackRowBlockWeights through a process-wide cache of the packings still in use, keyed by the
+// weights, offsets, sparsity and kernel.
+std::shared_ptr<const RowBlockWeights> SharedRowBlockWeights(const GemmInt8Desc& d, bool sparse,
+                                                             const RowBlockInt8Kernel& kernel) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const RowBlockWeights>> cache;
+  uint64_t h = Fnv1a(d.weights, (size_t)d.rows * d.cols);
+  h = Fnv1a(d.col_offset, sizeof(int32_t) * d.cols, h);
+  const std::string key = std::to_string(h) + ":" + std::to_string(d.rows) + "x" +
+                          std::to_string(d.cols) + ":" + (sparse ? "s" : "d") + ":" + kernel.name;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end())
+    if (auto p = it->second.lock()) return p;
+  for (auto e = cache.begin(); e != cache.end();)  // drop the expired ones
+    e = e->second.expired() ? cache.erase(e) : std::next(e);
+  auto p = PackRowBlockWeights(d, sparse, kernel);
+  if (p->ok(kernel)) cache[key] = p;
+  return p;
+}
+
+class RowBlockInt8 : public PackedGemmInt8 {
+ public:
+  RowBlockInt8(const GemmInt8Desc& d, bool sparse, StructureInfo info) : info_(info) {
+    sparse_ = sparse;
+    kernel_ = SelectRowBlockInt8();
+    weights_ = SharedRowBlockWeights(d, sparse, kernel_);
+    const RowBlockWeights& P = *weights_;
+    const int64_t zero = d.input_zp + (kernel_.input == Int8Input::kU8 ? 128 : 0);
+    const int G = (d.rows + 15) / 16;
+    bias_ = Aligned(sizeof(int32_t) * G * 16);
+    mult_ = Aligned(sizeof(int32_t) * G * 16);
+    lsh_ = Aligned(sizeof(int32_t) * G * 16);
+    rsh_ = Aligned(sizeof(int32_t) * G * 16);
+    if (!ok()) return;
+    int32_t* bias = (int32_t*)bias_.p;
+    int32_t* mult = (int32_t*)mult_.p;
+    int32_t* lsh = (int32_t*)lsh_.p;
+    int32_t* rsh = (int32_t*)rsh_.p;
+    for (int r = 0; r < d.rows; ++r) {  // rows past d.rows stay 0 (Aligned zeroes)
+      bias[r] = (int32_t)((d.bias ? d.bias[r] : 0) - zero * P.row_sum[r]);
+      mult[r] = d.multiplier[r];
+      lsh[r] = d.shift[r] > 0 ? d.shift[r] : 0;
+      rsh[r] = d.shift[r] > 0 ? 0 : -d.shift[r];
     }
     v_.rows = d.rows;
     v_.ngroups = G;
-    v_.qstart = qstart_.data();
-    v_.qmid = qmid_.data();
-    v_.qoffs = qoffs_.data();
-    v_.w = (const int8_t*)w_.p;
-    v_.w16 = (const int16_t*)w16_.p;
-    v_.wbeg = wbeg_.data();
-    v_.woff = woff_.data();
-    v_.wqend = wqend_.data();
-    v_.qidx = qidx_.data();
+    v_.qstart = P.qstart.data();
+    v_.qmid = P.qmid.data();
+    v_.qoffs = P.qoffs.data();
+    v_.w = (const int8_t*)P.w.p;
+    v_.w16 = (const int16_t*)P.w16.p;
+    v_.wbeg = P.wbeg.data();
+    v_.woff = P.woff.data();
+    v_.wqend = P.wqend.data();
+    v_.qidx = P.qidx.data();
     v_.bias = bias;
     v_.mult = mult;
     v_.lshift = lsh;
@@ -243,19 +287,20 @@ class RowBlockInt8 : public PackedGemmInt8 {
   }
 
   bool ok() const {
-    return w_.p && bias_.p && mult_.p && lsh_.p && rsh_.p &&
-           (kernel_.input != Int8Input::kS16 || w16_.p);
+    return weights_ && weights_->ok(kernel_) && bias_.p && mult_.p && lsh_.p && rsh_.p;
   }
   KernelKind kind() const override { return sparse_ ? KernelKind::kRowBlock : KernelKind::kDense; }
   Int8Input input() const { return kernel_.input; }
   StructureInfo structure() const override { return info_; }
   Isa isa() const override { return kernel_.isa; }
+  // The shared weights counted in each packing that uses them.
   size_t packed_bytes() const override {
-    return wbytes_ + qoffs_.size() * 4 + qidx_.size() * 4 +
-           (qstart_.size() + qmid_.size() + wbeg_.size() + 2 * woff_.size()) * 4 +
+    const RowBlockWeights& P = *weights_;
+    return P.wbytes + P.qoffs.size() * 4 + P.qidx.size() * 4 +
+           (P.qstart.size() + P.qmid.size() + P.wbeg.size() + 2 * P.woff.size()) * 4 +
            (size_t)v_.ngroups * 16 * 16;
   }
-  size_t quads() const { return qoffs_.size() / 4; }
+  size_t quads() const { return weights_->qoffs.size() / 4; }
 
   void Run(const int8_t* in, int64_t in_elems, const int32_t* pixel_base, int num_pixels,
            int8_t* out, ThreadPool* pool, int num_threads) const override {
@@ -304,10 +349,8 @@ class RowBlockInt8 : public PackedGemmInt8 {
   StructureInfo info_;
   bool sparse_ = false;
   RowBlockInt8Kernel kernel_;
-  std::vector<int32_t> qstart_, qmid_, qoffs_, wbeg_, woff_, wqend_;
-  std::vector<uint32_t> qidx_;
-  Aligned w_, w16_, bias_, mult_, lsh_, rsh_;
-  size_t wbytes_ = 0;
+  std::shared_ptr<const RowBlockWeights> weights_;
+  Aligned bias_, mult_, lsh_, rsh_;
   RowBlockInt8View v_;
 };
 

@@ -118,6 +118,8 @@ std::unique_ptr<PackedDepthwise> PackDepthwise(const DepthwiseDesc& d, std::stri
 // ---- ISA --------------------------------------------------------------------------------------
 enum class Isa { kScalar, kAvx2, kAvx512, kNeon };
 Isa DetectIsa();            // best available on this CPU (overridable with NPAS_ISA=scalar|avx2|avx512)
+// FNV-1a over bytes (cache keys of packings and tuning entries).
+uint64_t Fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603ull);
 const char* IsaName(Isa);
 
 // ---- int8 (TFLite full-integer quantization; int8_*.cc) ---------------------------------------
