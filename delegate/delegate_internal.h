@@ -118,6 +118,11 @@ struct NodeState {
   std::unique_ptr<PackedDepthwiseInt8> dw8;  // int8 DEPTHWISE_CONV_2D
   std::vector<int8_t> padded8;               // int8 input copy padded with input_zp
   double dense_ms = 0, best_ms = 0;
+  // Threads chosen by timing the first invokes (KernelInvoke): trials so far, the microseconds
+  // of each with all threads [0] and with one [1], the count kept.
+  int thread_trials = 0;
+  std::vector<double> trial_us[2];
+  int run_threads = 1;
 };
 
 // The FC / CONV_2D kernel description of a node (weights `w`, its offsets as built).
@@ -158,6 +163,11 @@ TfLiteRegistration MakeFusedRegistration();
 struct TuningEntry {
   std::string kernel;  // KernelKindName() or "depthwise"
   double dense_ms = 0, best_ms = 0;
+  // Threads chosen by timing the first invokes (KernelInvoke): trials so far, the microseconds
+  // of each with all threads [0] and with one [1], the count kept.
+  int thread_trials = 0;
+  std::vector<double> trial_us[2];
+  int run_threads = 1;
 };
 class TuningCache {
  public:

@@ -160,6 +160,21 @@ def test_two_threads_match_stock():
         assert_close(got, reference(content, inputs), f"2 threads {kernel}")
 
 
+def test_thread_count_chosen_in_place_keeps_outputs():
+    """At 2 threads each node's first invokes alternate 1 and 2 threads (timed, the faster
+    kept): every invoke, before and after the choice, matches stock (float32 sums may differ
+    in the last bit between thread counts: the split changes the tile widths at the edges)."""
+    content = group_model("conv")
+    inputs = random_inputs(content, seed=4)
+    want = reference(content, inputs)
+    interp = _npas(content, FORCED, num_threads=2)
+    assert_close(run(interp, inputs), want, "2 threads, first invoke")
+    for i in range(24):
+        interp.invoke()
+        got = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+        assert_close(got, want, f"2 threads, invoke {i + 2}")
+
+
 @pytest.mark.parametrize("kind", ["fc", "conv", "dw"])
 def test_input_resize(kind):
     """Batch and spatial resizes after delegation: outputs resized, offsets rebuilt, repacked."""
