@@ -292,8 +292,9 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
   st->num_threads = threads;
   if (!ComputeGeometry(ctx, st->spec, &st->geo, &err)) return decline("bad_shape", err);
   BuildOffsets(st->spec, st->geo, &st->col_offset, &st->pixel_base);
-  // Nodes with the same weights and parameters (an unrolled RNN's per-step FCs) share the first
-  // one's packing and decision: 28 packed copies of a GRU's weights would not stay in cache.
+  // Nodes with the same weights and parameters (an unrolled float RNN's per-step FCs) share the
+  // first one's packing and decision: 28 packed copies of a GRU's weights would not stay in
+  // cache. (int8 per-step FCs differ in scales; their packings share the weight part instead.)
   const std::string key = ShareKey(ctx, *st, threads, fused);
   auto same = key.empty() ? d->shared.end() : d->shared.find(key);
   if (same != d->shared.end()) {
