@@ -203,8 +203,14 @@ struct DelegateState {
   std::recursive_mutex mu;    // serialises Prepare (kernel init runs inside it) and stats
   std::map<int, std::unique_ptr<NodeState>> pending;  // node index -> packed, during Prepare
   std::map<int, ElementwiseSpec> pending_elementwise;  // fused elementwise nodes, during Prepare
-  // ShareKey -> the first such node's record and state (packing shared), during Prepare.
-  std::map<std::string, std::pair<NodeRecord, const NodeState*>> shared;
+  // ShareKey -> the first such node (its record, state when claimed, weights and bias tensors),
+  // during Prepare.
+  struct SharedNode {
+    NodeRecord record;
+    const NodeState* state = nullptr;
+    int weights_tensor = -1, bias_tensor = -1;
+  };
+  std::map<std::string, SharedNode> shared;
   std::vector<NodeRecord> records;
   TuningCache cache;
 };

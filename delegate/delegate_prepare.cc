@@ -319,15 +319,25 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
   // cache. (int8 per-step FCs differ in scales; their packings share the weight part instead.)
   const std::string key = ShareKey(ctx, *st, threads, fused);
   auto same = key.empty() ? d->shared.end() : d->shared.find(key);
+  // The key holds a hash of the weights and bias: compare the bytes too.
+  auto same_bytes = [&](int a, int b) {
+    if (a < 0 || b < 0) return a == b;
+    const TfLiteTensor &x = ctx->tensors[a], &y = ctx->tensors[b];
+    return x.bytes == y.bytes && std::memcmp(x.data.raw, y.data.raw, x.bytes) == 0;
+  };
+  if (same != d->shared.end() &&
+      !(same_bytes(st->spec.weights_tensor, same->second.weights_tensor) &&
+        same_bytes(st->spec.bias_tensor, same->second.bias_tensor)))
+    same = d->shared.end();
   if (same != d->shared.end()) {
-    const NodeRecord& first = same->second.first;
+    const NodeRecord& first = same->second.record;
     *rec = first;
     rec->node = node_index;
     rec->packed_bytes = 0;
     rec->message = (first.message.empty() ? "" : first.message + "; ") + "as node " +
                    std::to_string(first.node);
     if (!first.claimed) return std::unique_ptr<NodeState>();
-    const NodeState& src = *same->second.second;
+    const NodeState& src = *same->second.state;
     st->gemm = src.gemm;
     st->gemm8 = src.gemm8;
     st->kind = src.kind;
@@ -336,11 +346,12 @@ std::unique_ptr<NodeState> Evaluate(TfLiteContext* ctx, DelegateState* d, int no
     st->best_ms = src.best_ms;
     return st;
   }
+  const int weights_tensor = st->spec.weights_tensor, bias_tensor = st->spec.bias_tensor;
   std::unique_ptr<NodeState> out =
       st->spec.int8 ? EvaluateInt8(ctx, d, std::move(st), threads, fused, rec)
                     : EvaluateFloat(ctx, d, std::move(st), threads, rec);
-  if (!key.empty() && (out == nullptr || out->gemm || out->gemm8))
-    d->shared[key] = {*rec, out.get()};
+  if (!key.empty() && (out == nullptr || out->gemm || out->gemm8) && !d->shared.count(key))
+    d->shared[key] = {*rec, out.get(), weights_tensor, bias_tensor};
   return out;
 }
 

@@ -7,6 +7,7 @@
 // of our own (TFLite gives the tensors inside a partition no memory).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 
@@ -197,7 +198,11 @@ FusionPlan PlanFusion(TfLiteContext* ctx, const std::vector<int>& plan, const Op
       continue;
     ElementwiseSpec spec;
     std::string why;
-    if (BuildElementwiseSpec(ctx, node_index, node, reg, &spec, &why)) {
+    const bool ok = BuildElementwiseSpec(ctx, node_index, node, reg, &spec, &why);
+    if (!ok && opt.verbose >= 2 && ElementwiseOpName(reg->builtin_code))
+      std::fprintf(stderr, "npas: not fusing node %d %s: %s\n", node_index,
+                   ElementwiseOpName(reg->builtin_code), why.c_str());
+    if (ok) {
       parent[node_index] = node_index;
       for (int t : spec.inputs) users[t].push_back(node_index);
       for (int t : spec.outputs) users[t].push_back(node_index);

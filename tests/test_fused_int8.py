@@ -76,7 +76,7 @@ def _reference(content):
 
 
 def _fusion_available():
-    from npas_keras.runtime import delegate_stats as _  # noqa: F401  (the library loads)
+    """Fusion runs on AVX2 / AVX-512 CPUs only (the delegate's ISA, as its stats report it)."""
     it = Interpreter(model_content=_gru(0.125))
     it.allocate_tensors()
     return delegate_stats(it)["isa"] in ("avx2", "avx512")

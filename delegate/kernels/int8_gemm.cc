@@ -86,6 +86,8 @@ struct RowBlockWeights {
   Aligned w, w16;
   size_t wbytes = 0;
   std::vector<int64_t> row_sum;  // sum of each row's weights (folded into the bias)
+  std::vector<int8_t> source;    // the weights and offsets packed (the cache compares them)
+  std::vector<int32_t> source_offsets;
   bool ok(const RowBlockInt8Kernel& k) const {
     return w.p && (k.input != Int8Input::kS16 || w16.p);
   }
@@ -100,6 +102,8 @@ std::shared_ptr<const RowBlockWeights> PackRowBlockWeights(const GemmInt8Desc& d
   P.qmid.assign(G, 0);
   P.wbeg.assign(G + 1, 0);
   P.row_sum.assign(d.rows, 0);
+  P.source.assign(d.weights, d.weights + (size_t)d.rows * d.cols);
+  P.source_offsets.assign(d.col_offset, d.col_offset + d.cols);
   for (int r = 0; r < d.rows; ++r)
     for (int k = 0; k < d.cols; ++k) P.row_sum[r] += d.weights[(size_t)r * d.cols + k];
   std::vector<int32_t>& offs = P.qoffs;
@@ -234,7 +238,10 @@ std::shared_ptr<const RowBlockWeights> SharedRowBlockWeights(const GemmInt8Desc&
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end())
-    if (auto p = it->second.lock()) return p;
+    if (auto p = it->second.lock())  // the key holds a hash: compare the bytes too
+      if (std::equal(p->source.begin(), p->source.end(), d.weights) &&
+          std::equal(p->source_offsets.begin(), p->source_offsets.end(), d.col_offset))
+        return p;
   for (auto e = cache.begin(); e != cache.end();)  // drop the expired ones
     e = e->second.expired() ? cache.erase(e) : std::next(e);
   auto p = PackRowBlockWeights(d, sparse, kernel);
