@@ -141,7 +141,9 @@ struct ElementwiseSpec {
   int64_t n = 0, n1 = 0, n2 = 0;  // output / input elements (an input of 1 is broadcast)
   AddInt8Params add;              // ADD, SUB
   MulInt8Params mul;              // MUL
-  std::vector<int8_t> table;      // LOGISTIC, TANH: 256 entries
+  // LOGISTIC, TANH, and ADD / SUB / MUL with a constant single-value side: out = table[(uint8_t)
+  // in], 256 entries (inputs then holds the other side only).
+  std::vector<int8_t> table;
   int64_t outer = 1;              // SPLIT: rows before the axis; chunk[i] = output i's row
   std::vector<int64_t> chunk;
 };

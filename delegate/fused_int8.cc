@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <tuple>
 
 #include "delegate_internal.h"
 
@@ -167,13 +168,28 @@ bool BuildElementwiseSpec(const TfLiteContext* ctx, int node_index, const TfLite
   if (!ActivationRange(act, &amin, &amax) ||
       !QuantizedActivationRange(amin, amax, so, zo, &lo, &hi))
     return no("unsupported fused activation");
-  if (code == kTfLiteBuiltinMul) {
+  if (code == kTfLiteBuiltinMul)
     MakeMulInt8Params(s1, z1, s2, z2, so, zo, lo, hi, &spec->mul);
-    return true;
-  }
-  if (!MakeAddInt8Params(s1, z1, s2, z2, so, zo, code == kTfLiteBuiltinSub ? -1 : 1, lo, hi,
-                         &spec->add))
+  else if (!MakeAddInt8Params(s1, z1, s2, z2, so, zo, code == kTfLiteBuiltinSub ? -1 : 1, lo, hi,
+                              &spec->add))
     return no("scales TFLite's int8 ADD rejects");
+  // With one side a constant single value (a GRU's 1 - z) the op is a function of one byte:
+  // its table, made by the op itself on all 256 values, is exact and a quarter of the work.
+  const bool const1 = spec->n1 == 1 && IsConstant(in1), const2 = spec->n2 == 1 && IsConstant(in2);
+  if (const1 != const2 && (const1 ? spec->n2 : spec->n1) == spec->n) {
+    std::vector<int8_t> all(256);
+    for (int v = 0; v < 256; ++v) all[v] = static_cast<int8_t>(v);
+    const int8_t* c = const1 ? in1.data.int8 : in2.data.int8;
+    const int8_t* a = const1 ? c : all.data();
+    const int8_t* b = const1 ? all.data() : c;
+    const int64_t na = const1 ? 1 : 256, nb = const1 ? 256 : 1;
+    spec->table.resize(256);
+    if (code == kTfLiteBuiltinMul)
+      MulInt8(spec->mul, a, na, b, nb, spec->table.data(), 256);
+    else
+      AddInt8(spec->add, a, na, b, nb, spec->table.data(), 256);
+    spec->inputs = {node->inputs->data[const1 ? 1 : 0]};
+  }
   return true;
 }
 
@@ -267,7 +283,11 @@ namespace {
 struct Operand {
   int tensor = -1;
   int8_t* buffer = nullptr;
-  int8_t* Data(TfLiteContext* ctx) const { return buffer ? buffer : ctx->tensors[tensor].data.int8; }
+  int64_t offset = 0;  // into the buffer or tensor (a SPLIT output read in place)
+  bool view = false;   // a SPLIT output that is a view: nothing to copy
+  int8_t* Data(TfLiteContext* ctx) const {
+    return (buffer ? buffer : ctx->tensors[tensor].data.int8) + offset;
+  }
 };
 
 struct Step {
@@ -330,16 +350,33 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
     }
     part->steps.push_back(std::move(step));
   }
+  auto external = [&](int t) {
+    return std::find(external_out.begin(), external_out.end(), t) != external_out.end();
+  };
+  // A SPLIT along the outermost axis deals out contiguous slices: its internal outputs are views
+  // of its input (tensor, offset), nothing is copied.
+  std::map<int, std::pair<int, int64_t>> view_of;
+  auto source = [&](int t) {
+    auto v = view_of.find(t);
+    return v == view_of.end() ? std::make_pair(t, int64_t{0}) : v->second;
+  };
+  for (size_t i = 0; i < part->steps.size(); ++i) {
+    const ElementwiseSpec* e = part->steps[i].ew;
+    if (e == nullptr || e->chunk.empty() || e->outer != 1) continue;
+    const std::pair<int, int64_t> in = source(ins[i][0]);
+    int64_t at = 0;
+    for (size_t o = 0; o < outs[i].size(); at += e->chunk[o], ++o)
+      if (!external(outs[i][o])) view_of[outs[i][o]] = {in.first, in.second + at};
+  }
   // Internal tensors (made here, not a partition output) live in one arena from the step that
-  // makes them to the last step that reads them, their blocks reused after that: a 28-step
-  // GRU's working set is then a few KB, not one buffer per tensor.
+  // makes them to the last step that reads them (or a view of them), their blocks reused after
+  // that: a 28-step GRU's working set is then a few KB, not one buffer per tensor.
   std::map<int, size_t> last_use;
   for (size_t i = 0; i < part->steps.size(); ++i) {
     for (int t : outs[i])
-      if (std::find(external_out.begin(), external_out.end(), t) == external_out.end())
-        last_use[t] = i;
+      if (!external(t) && !view_of.count(t)) last_use[t] = i;
     for (int t : ins[i])
-      if (last_use.count(t)) last_use[t] = i;
+      if (last_use.count(source(t).first)) last_use[source(t).first] = i;
   }
   std::vector<std::pair<size_t, size_t>> blocks;  // (offset, bytes)
   std::vector<size_t> free_blocks;                // indices into blocks
@@ -371,11 +408,19 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
     for (int io = 0; io < 2; ++io)
       for (int t : io ? outs[i] : ins[i]) {
         Operand o;
-        o.tensor = t;
-        auto b = block_of.find(t);
+        std::tie(o.tensor, o.offset) = source(t);
+        o.view = io && view_of.count(t);
+        auto b = block_of.find(o.tensor);
         if (b != block_of.end()) o.buffer = base + blocks[b->second].first;
         (io ? part->steps[i].out : part->steps[i].in).push_back(o);
       }
+  // SPLITs whose outputs are all views have nothing left to do.
+  std::vector<Step> kept;
+  for (Step& step : part->steps)
+    if (step.gemm || !std::all_of(step.out.begin(), step.out.end(),
+                                  [](const Operand& o) { return o.view; }))
+      kept.push_back(std::move(step));
+  part->steps = std::move(kept);
   if (params->input_tensors)
     for (int i = 0; i < params->input_tensors->size; ++i) {
       const int t = params->input_tensors->data[i];
@@ -412,6 +457,10 @@ TfLiteStatus FusedInvoke(TfLiteContext* ctx, TfLiteNode* node) {
       continue;
     }
     const ElementwiseSpec& e = *s.ew;
+    if (!e.table.empty()) {  // LOGISTIC, TANH, or an op with a constant side
+      LookupInt8(e.table.data(), s.in[0].Data(ctx), s.out[0].Data(ctx), e.n);
+      continue;
+    }
     switch (e.code) {
       case kTfLiteBuiltinAdd:
       case kTfLiteBuiltinSub:
@@ -420,15 +469,13 @@ TfLiteStatus FusedInvoke(TfLiteContext* ctx, TfLiteNode* node) {
       case kTfLiteBuiltinMul:
         MulInt8(e.mul, s.in[0].Data(ctx), e.n1, s.in[1].Data(ctx), e.n2, s.out[0].Data(ctx), e.n);
         break;
-      case kTfLiteBuiltinLogistic:
-      case kTfLiteBuiltinTanh:
-        LookupInt8(e.table.data(), s.in[0].Data(ctx), s.out[0].Data(ctx), e.n);
-        break;
       default: {  // SPLIT, SPLIT_V: rows of the input dealt to the outputs
         const int8_t* src = s.in[0].Data(ctx);
         for (int64_t r = 0; r < e.outer; ++r)
           for (size_t o = 0; o < s.out.size(); ++o) {
-            std::memcpy(s.out[o].Data(ctx) + r * e.chunk[o], src, static_cast<size_t>(e.chunk[o]));
+            if (!s.out[o].view)
+              std::memcpy(s.out[o].Data(ctx) + r * e.chunk[o], src,
+                          static_cast<size_t>(e.chunk[o]));
             src += e.chunk[o];
           }
       }

@@ -113,7 +113,11 @@ void MakeLookupInt8(float in_scale, int32_t in_zp, float out_scale, int32_t out_
 }
 
 void LookupInt8(const int8_t* table, const int8_t* in, int8_t* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = table[(uint8_t)in[i]];
+  int64_t i = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  if (UseAvx2()) i = internal::LookupInt8Avx2(table, in, out, n);
+#endif
+  for (; i < n; ++i) out[i] = table[(uint8_t)in[i]];
 }
 
 }  // namespace npas

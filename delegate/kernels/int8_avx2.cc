@@ -362,6 +362,27 @@ int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const
   return i;
 }
 
+// table[(uint8_t)x] for 32 bytes at a time: vpshufb looks up 16-entry sixteenths of the table;
+// d = x - 16 h wraps, and adds_epu8(d, 0x70) keeps bit 7 clear (vpshufb reads the low nibble)
+// only for the bytes in sixteenth h: the other sixteenths give zeros, so the results OR together.
+int64_t LookupInt8Avx2(const int8_t* table, const int8_t* in, int8_t* out, int64_t n) {
+  __m256i part[16];
+  for (int h = 0; h < 16; ++h)
+    part[h] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(table + 16 * h)));
+  const __m256i sixteen = _mm256_set1_epi8(16), bias = _mm256_set1_epi8(0x70);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i d = _mm256_loadu_si256((const __m256i*)(in + i));
+    __m256i r = _mm256_setzero_si256();
+    for (int h = 0; h < 16; ++h) {
+      r = _mm256_or_si256(r, _mm256_shuffle_epi8(part[h], _mm256_adds_epu8(d, bias)));
+      d = _mm256_sub_epi8(d, sixteen);
+    }
+    _mm256_storeu_si256((__m256i*)(out + i), r);
+  }
+  return i;
+}
+
 void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
                      int64_t plane) {
   int64_t p = g0;

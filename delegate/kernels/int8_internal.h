@@ -242,6 +242,7 @@ int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
                     int64_t n2, int8_t* out, int64_t n);
 int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n);
+int64_t LookupInt8Avx2(const int8_t* table, const int8_t* in, int8_t* out, int64_t n);
 void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
                      int64_t plane);
 bool CpuHasAvx512Vnni();

@@ -325,6 +325,17 @@ static void TestElementwise() {
   bool zero = true;
   for (int8_t v : out) zero &= v == -7;
   Check(zero, "SUB of a tensor from itself");
+  // Table lookups (AVX2 on groups of 32) against indexing the table, every byte value included.
+  std::vector<int8_t> table(256);
+  for (auto& v : table) v = (int8_t)RandInt(-128, 127);
+  for (int n : {1, 31, 32, 256, 300}) {
+    std::vector<int8_t> in(n), got(n);
+    for (int i = 0; i < n; ++i) in[i] = (int8_t)(n >= 256 ? i - 128 : RandInt(-128, 127));
+    LookupInt8(table.data(), in.data(), got.data(), n);
+    bool same = true;
+    for (int i = 0; i < n; ++i) same &= got[i] == table[(uint8_t)in[i]];
+    Check(same, "table lookup of " + std::to_string(n) + " values");
+  }
 }
 
 int main() {
