@@ -293,7 +293,21 @@ struct Operand {
 struct Step {
   NodeState* gemm = nullptr;             // an FC, or
   const ElementwiseSpec* ew = nullptr;   // an elementwise op
+  const int8_t* table_after = nullptr;   // ADD / SUB / MUL: the next op's table, applied here
   std::vector<Operand> in, out;
+  // What FusedInvoke reads, copied here when the plan is final: the steps are one contiguous
+  // array and the tables another, in execution order (pointer chasing into scattered specs
+  // and tables cost cache misses on every invoke).
+  int code = 0;
+  int64_t n = 0, n1 = 0, n2 = 0;
+  AddInt8Params add;
+  MulInt8Params mul;
+  const int8_t* table = nullptr;  // LOGISTIC, TANH, an op with a constant side
+  Operand a, b, c;                // in[0], in[1] (binary ops), out[0]
+  const PackedGemmInt8* gemm8 = nullptr;  // an FC's kernel and geometry
+  const int32_t* pixel_base = nullptr;
+  int64_t in_elems = 0;
+  int num_pixels = 0, threads = 1;
 };
 
 struct FusedPartition {
@@ -301,6 +315,8 @@ struct FusedPartition {
   std::vector<std::unique_ptr<ElementwiseSpec>> elementwise;
   std::vector<Step> steps;  // execution order
   std::vector<int8_t> arena;  // internal tensors (FusedInit plans their blocks)
+  std::vector<int8_t> scratch;  // an ADD / SUB / MUL result before its table_after
+  std::vector<int8_t> tables;   // the steps' tables, in execution order
   std::vector<std::pair<int, std::vector<int>>> input_dims;  // partition inputs as fused
 };
 
@@ -353,6 +369,27 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
   auto external = [&](int t) {
     return std::find(external_out.begin(), external_out.end(), t) != external_out.end();
   };
+  // An ADD / SUB / MUL whose output only the next step reads, through a table (a GRU gate's
+  // pre-activation before LOGISTIC / TANH), applies that table itself: one pass and one
+  // intermediate tensor less.
+  for (size_t i = 0; i + 1 < part->steps.size(); ++i) {
+    Step& s = part->steps[i];
+    const Step& next = part->steps[i + 1];
+    if (!s.ew || s.table_after || !s.ew->table.empty() || s.ew->code == kTfLiteBuiltinSplit ||
+        s.ew->code == kTfLiteBuiltinSplitV || !next.ew || next.ew->table.empty() ||
+        ins[i + 1][0] != outs[i][0] || external(outs[i][0]))
+      continue;
+    int readers = 0;
+    for (const auto& in : ins)
+      readers += static_cast<int>(std::count(in.begin(), in.end(), outs[i][0]));
+    if (readers != 1) continue;
+    s.table_after = next.ew->table.data();
+    outs[i] = outs[i + 1];
+    part->steps.erase(part->steps.begin() + i + 1);
+    ins.erase(ins.begin() + i + 1);
+    outs.erase(outs.begin() + i + 1);
+    part->scratch.resize(std::max<size_t>(part->scratch.size(), s.ew->n));
+  }
   // A SPLIT along the outermost axis deals out contiguous slices: its internal outputs are views
   // of its input (tensor, offset), nothing is copied.
   std::map<int, std::pair<int, int64_t>> view_of;
@@ -421,6 +458,36 @@ void* FusedInit(TfLiteContext* ctx, const char* buffer, size_t) {
                                   [](const Operand& o) { return o.view; }))
       kept.push_back(std::move(step));
   part->steps = std::move(kept);
+  size_t table_bytes = 0;
+  for (const Step& step : part->steps)
+    if (step.ew) table_bytes += step.ew->table.size() + (step.table_after ? 256 : 0);
+  part->tables.reserve(table_bytes);  // no reallocation: the steps point into it
+  auto keep_table = [&](const int8_t* t) {
+    part->tables.insert(part->tables.end(), t, t + 256);
+    return part->tables.data() + part->tables.size() - 256;
+  };
+  for (Step& step : part->steps) {
+    step.a = step.in[0];
+    step.c = step.out[0];
+    if (step.gemm) {
+      step.gemm8 = step.gemm->gemm8.get();
+      step.pixel_base = step.gemm->pixel_base.data();
+      step.in_elems = step.gemm->geo.in_elems;
+      step.num_pixels = step.gemm->geo.num_pixels;
+      step.threads = step.gemm->num_threads;
+      continue;
+    }
+    const ElementwiseSpec& e = *step.ew;
+    if (step.in.size() > 1) step.b = step.in[1];
+    step.code = e.code;
+    step.n = e.n;
+    step.n1 = e.n1;
+    step.n2 = e.n2;
+    step.add = e.add;
+    step.mul = e.mul;
+    if (!e.table.empty()) step.table = keep_table(e.table.data());
+    if (step.table_after) step.table_after = keep_table(step.table_after);
+  }
   if (params->input_tensors)
     for (int i = 0; i < params->input_tensors->size; ++i) {
       const int t = params->input_tensors->data[i];
@@ -450,27 +517,27 @@ TfLiteStatus FusedInvoke(TfLiteContext* ctx, TfLiteNode* node) {
   if (part == nullptr) return kTfLiteError;
   ThreadPool* pool = SharedThreadPool();
   for (const Step& s : part->steps) {
-    if (s.gemm) {
-      const NodeState& st = *s.gemm;
-      st.gemm8->Run(s.in[0].Data(ctx), st.geo.in_elems, st.pixel_base.data(), st.geo.num_pixels,
-                    s.out[0].Data(ctx), pool, st.num_threads);
+    if (s.gemm8) {
+      s.gemm8->Run(s.a.Data(ctx), s.in_elems, s.pixel_base, s.num_pixels, s.c.Data(ctx), pool,
+                   s.threads);
       continue;
     }
-    const ElementwiseSpec& e = *s.ew;
-    if (!e.table.empty()) {  // LOGISTIC, TANH, or an op with a constant side
-      LookupInt8(e.table.data(), s.in[0].Data(ctx), s.out[0].Data(ctx), e.n);
+    if (s.table) {  // LOGISTIC, TANH, or an op with a constant side
+      LookupInt8(s.table, s.a.Data(ctx), s.c.Data(ctx), s.n);
       continue;
     }
-    switch (e.code) {
+    int8_t* out = s.table_after ? part->scratch.data() : s.c.Data(ctx);
+    switch (s.code) {
       case kTfLiteBuiltinAdd:
       case kTfLiteBuiltinSub:
-        AddInt8(e.add, s.in[0].Data(ctx), e.n1, s.in[1].Data(ctx), e.n2, s.out[0].Data(ctx), e.n);
+        AddInt8(s.add, s.a.Data(ctx), s.n1, s.b.Data(ctx), s.n2, out, s.n);
         break;
       case kTfLiteBuiltinMul:
-        MulInt8(e.mul, s.in[0].Data(ctx), e.n1, s.in[1].Data(ctx), e.n2, s.out[0].Data(ctx), e.n);
+        MulInt8(s.mul, s.a.Data(ctx), s.n1, s.b.Data(ctx), s.n2, out, s.n);
         break;
       default: {  // SPLIT, SPLIT_V: rows of the input dealt to the outputs
-        const int8_t* src = s.in[0].Data(ctx);
+        const ElementwiseSpec& e = *s.ew;
+        const int8_t* src = s.a.Data(ctx);
         for (int64_t r = 0; r < e.outer; ++r)
           for (size_t o = 0; o < s.out.size(); ++o) {
             if (!s.out[o].view)
@@ -480,6 +547,7 @@ TfLiteStatus FusedInvoke(TfLiteContext* ctx, TfLiteNode* node) {
           }
       }
     }
+    if (s.table_after) LookupInt8(s.table_after, out, s.c.Data(ctx), s.n);
   }
   return kTfLiteOk;
 }

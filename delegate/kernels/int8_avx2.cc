@@ -44,18 +44,49 @@ static inline __m256i MulRound(__m256i x, __m256i mult, __m256i rsh) {
   return RoundingDivide(HighMul(x, mult), rsh);
 }
 
+// RoundingDivide by one exponent (0-31) in every lane, its mask and threshold made once: the
+// elementwise ops' per-tensor requantisation.
+struct RoundingShift {
+  __m256i rsh, mask, half;
+  explicit RoundingShift(int exponent)
+      : rsh(_mm256_set1_epi32(exponent)),
+        mask(_mm256_set1_epi32((int32_t)((1ll << exponent) - 1))),
+        half(_mm256_set1_epi32((int32_t)(((1ll << exponent) - 1) >> 1))) {}
+  __m256i operator()(__m256i h) const {
+    const __m256i rem = _mm256_and_si256(h, mask);
+    const __m256i thr = _mm256_sub_epi32(half, _mm256_srai_epi32(h, 31));
+    return _mm256_sub_epi32(_mm256_srav_epi32(h, rsh), _mm256_cmpgt_epi32(rem, thr));
+  }
+};
+
+// MultiplyByQuantizedMultiplier(x, m, shift) + zp, clamped: one multiplier for every lane.
+struct UniformRequant {
+  __m256i mult, lsh, zp, lo, hi;
+  bool left;
+  RoundingShift right;
+  UniformRequant(int32_t m, int shift, int32_t zero_point, int32_t act_min, int32_t act_max)
+      : mult(_mm256_set1_epi32(m)), lsh(_mm256_set1_epi32(shift > 0 ? shift : 0)),
+        zp(_mm256_set1_epi32(zero_point)), lo(_mm256_set1_epi32(act_min)),
+        hi(_mm256_set1_epi32(act_max)), left(shift > 0), right(shift > 0 ? 0 : -shift) {}
+  __m256i operator()(__m256i acc) const {
+    if (left) acc = _mm256_sllv_epi32(acc, lsh);
+    const __m256i r = _mm256_add_epi32(right(HighMul(acc, mult)), zp);
+    return _mm256_min_epi32(_mm256_max_epi32(r, lo), hi);
+  }
+};
+
 // ADD's input scaling, MulRound(v * 2^20, m, rsh) for |v| <= 255, in 32-bit lanes: with
 // m = mh * 2^11 + ml (0 <= ml < 2^11), floor((v * 2^20 * m + 2^30) / 2^31) =
 // v * mh + floor((v * ml + 2^10) / 2^11), and neither product leaves 32 bits.
 struct AddInputScale {
-  __m256i mh, ml, rsh;
+  __m256i mh, ml;
+  RoundingShift right;
   AddInputScale(int32_t m, int shift)
-      : mh(_mm256_set1_epi32(m >> 11)), ml(_mm256_set1_epi32(m & 2047)),
-        rsh(_mm256_set1_epi32(-shift)) {}
+      : mh(_mm256_set1_epi32(m >> 11)), ml(_mm256_set1_epi32(m & 2047)), right(-shift) {}
   __m256i operator()(__m256i v) const {
     const __m256i lo = _mm256_add_epi32(_mm256_mullo_epi32(v, ml), _mm256_set1_epi32(1 << 10));
     const __m256i h = _mm256_add_epi32(_mm256_mullo_epi32(v, mh), _mm256_srai_epi32(lo, 11));
-    return RoundingDivide(h, rsh);
+    return right(h);
   }
 };
 
@@ -332,15 +363,13 @@ int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
   const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
   const AddInputScale scale1(p.input1_multiplier, p.input1_shift);
   const AddInputScale scale2(p.input2_multiplier, p.input2_shift);
-  const __m256i mo = _mm256_set1_epi32(p.output_multiplier), ro = _mm256_set1_epi32(-p.output_shift);
-  const __m256i zero = _mm256_setzero_si256(), zp = _mm256_set1_epi32(p.output_offset);
-  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  const UniformRequant requant(p.output_multiplier, p.output_shift, p.output_offset, p.act_min,
+                               p.act_max);  // output_shift <= 0 (MakeAddInt8Params)
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i a = Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1);
     const __m256i b = Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2);
-    const __m256i sum = _mm256_add_epi32(scale1(a), scale2(b));
-    Store8(out + i, Requant(sum, mo, zero, ro, zp, lo, hi));
+    Store8(out + i, requant(_mm256_add_epi32(scale1(a), scale2(b))));
   }
   return i;
 }
@@ -348,16 +377,13 @@ int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
 int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n) {
   const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
-  const __m256i m = _mm256_set1_epi32(p.output_multiplier);
-  const __m256i ls = _mm256_set1_epi32(p.output_shift > 0 ? p.output_shift : 0);
-  const __m256i rs = _mm256_set1_epi32(p.output_shift > 0 ? 0 : -p.output_shift);
-  const __m256i zp = _mm256_set1_epi32(p.output_offset);
-  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  const UniformRequant requant(p.output_multiplier, p.output_shift, p.output_offset, p.act_min,
+                               p.act_max);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i a = Load8(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1);
     const __m256i b = Load8(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2);
-    Store8(out + i, Requant(_mm256_mullo_epi32(a, b), m, ls, rs, zp, lo, hi));
+    Store8(out + i, requant(_mm256_mullo_epi32(a, b)));
   }
   return i;
 }
