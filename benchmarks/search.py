@@ -373,10 +373,17 @@ def merge(files, out_path, plot_path=None):
     settings: per-seed processes, other seeds, or --final-from outputs (see `merge_runs`)."""
     import numpy as np
 
-    parts = []
-    for name in files:
+    parts, files = [], list(files)
+    for i, name in enumerate(files):
+        keep = None  # FILE:method,method takes only those methods' runs from FILE
+        head, _, tail = name.rpartition(":")
+        if head and tail and set(tail.split(",")) <= set(METHODS):
+            name, keep = head, set(tail.split(","))
+            files[i] = name
         with open(name) as f:
             parts.append(json.load(f))
+        if keep is not None:
+            parts[-1]["runs"] = [r for r in parts[-1]["runs"] if r["method"] in keep]
     keys = ("dataset", "trials", "epochs", "train_examples")
     for name, p in zip(files[1:], parts[1:]):
         diff = [k for k in keys if p.get(k) != parts[0].get(k)]
@@ -441,7 +448,8 @@ def main(argv=None):
     ap.add_argument("--out", default="search.json")
     ap.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                    help="join per-seed results files into --out (no training)")
+                    help="join per-seed results files into --out (no training); "
+                         "FILE:method,method takes only those methods' runs from FILE")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.plot)

@@ -96,3 +96,17 @@ def test_merge_refuses_different_searches_and_two_finals(search, tmp_path):
     d["epochs"] = 1
     with pytest.raises(SystemExit, match="differs"):
         search.merge([a, _write(tmp_path, "d.json", d)], str(tmp_path / "m.json"))
+
+
+def test_merge_takes_only_the_named_methods_of_a_file(search, tmp_path):
+    """FILE:method,method: a rerun of one method replaces its runs in an older file."""
+    old = _write(tmp_path, "old.json", _file([_run("npas", 0, 0.80), _run("rules", 0, 0.86),
+                                               _run("random", 0, 0.85)], "0"))
+    new = _write(tmp_path, "new.json", _file([_run("npas", 0, 0.88)], "0"))
+    out_path = str(tmp_path / "m.json")
+    search.merge([new, old + ":rules,random"], out_path)
+    out = json.load(open(out_path))
+    assert {(r["method"], r["best_score"]) for r in out["runs"]} == {
+        ("npas", 0.88), ("rules", 0.86), ("random", 0.85)}
+    assert [p["file"] for p in out["per_seed_process"]] == ["new.json", "old.json"]
+    assert out["paired"]["npas-rules"]["best_score"]["differences"] == pytest.approx([0.02])

@@ -247,12 +247,14 @@ def test_narrow_inheritance_keeps_the_strongest_filters(shape):
     assert dst.get_layer("conv1").get_weights()[0].shape == (3, 3, 1, 8)
 
 
-def test_rule_seeds_express_the_rule_mapping(tmp_path):
-    """NPASTuner.rule_seeds(): the rules' mapping (map_schemes with the table) and uniform
-    block_punched, on the default architecture, as hp values that map back to those schemes
-    (per layer), at the lowest rate predicted within the budget."""
+def test_rule_seeds_are_the_least_pruning_per_architecture(tmp_path):
+    """NPASTuner.rule_seeds(): per architecture of the space (every width x operator here), the
+    dense model when it is predicted within the budget, else the rules' mapping (map_schemes with
+    the table) at the lowest rate that is; as hp values that map back to those schemes; ordered
+    by mean layer density; capped by max_seeds."""
     from keras_tuner import HyperParameters
 
+    from npas_keras.latency.predictor import model_layer_specs
     from npas_keras.mapping import map_schemes
     from npas_keras.tuner import search_cnn
 
@@ -261,20 +263,39 @@ def test_rule_seeds_express_the_rule_mapping(tmp_path):
     build = search_cnn((8, 8, 1), 10, filters=(16, 64), units=128)
     predictor = TablePredictor(table)
     budget = 0.25 * predictor(build(HyperParameters()))
+    rates = (0.5, 0.7, 0.9)
+    blocks = ((16, 16),)
     tuner = NPASTuner(build, latency_budget_ms=budget, max_trials=1, latency_table=table,
-                      rates=(0.5, 0.9), block_shapes=("16x16",),
+                      rates=rates, block_shapes=("16x16",),
                       directory=str(tmp_path / "t"), overwrite=True, seed=0)
+    archs = tuner.architectures()
+    assert archs[0] == {"width": 1.0, "op:block2": "conv3x3"}  # the default first
+    assert len({tuple(sorted(a.items())) for a in archs}) == len(archs) == 6
+    assert len(tuner.architectures(limit=5)) == 4  # the default and its one-hp variations
     seeds = tuner.rule_seeds()
-    assert len(seeds) == 2
     hm = tuner.hypermodel
-    model = hm.build(HyperParameters())
-    for seed, uniform in zip(seeds, (False, True)):
+    densities = []
+    for seed in seeds:
+        hp = HyperParameters()
+        hp.values.update({k: seed[k] for k in ("width", "op:block2")})
+        model = hm.build(hp)
         mapping = hm.mapping(model, seed)
         assert predictor(model, mapping) <= budget
-        assert {s.rate for s in mapping.values() if s is not None} == {0.9}  # 0.5 is over
-        rules = map_schemes(model, 0.9, None if uniform else table, block_shapes=((16, 16),))
-        assert {n: s and s.name for n, s in mapping.items()} == {
-            n: s and ("block_punched" if uniform else s.name) for n, s in rules.items()}
-        lower = hm.values_for_mapping(
-            model, map_schemes(model, 0.5, table, block_shapes=((16, 16),)), seed)
-        assert uniform or lower is None or predictor(model, hm.mapping(model, lower)) > budget
+        pruned = {s.rate for s in mapping.values() if s is not None}
+        assert len(pruned) <= 1
+        if pruned:  # the dense model and the rules at every lower rate are over the budget
+            rate = pruned.pop()
+            assert predictor(model, {n: None for n in mapping}) > budget
+            rules = map_schemes(model, rate, table, block_shapes=blocks)
+            assert {n: s and s.name for n, s in mapping.items()} == {
+                n: s and s.name for n, s in rules.items()}
+            for lower in (r for r in rates if r < rate):
+                v = hm.values_for_mapping(model, map_schemes(model, lower, table,
+                                                             block_shapes=blocks), seed)
+                assert v is None or predictor(model, hm.mapping(model, v)) > budget
+        densities.append(np.mean([1.0 if mapping[n] is None else 1.0 - mapping[n].rate
+                                  for n, spec in model_layer_specs(model)
+                                  if len(hm.allowed_schemes(spec)) > 1]))
+    assert len(seeds) >= 3 and densities == sorted(densities, reverse=True)
+    assert densities[0] == 1.0 and densities[-1] < 1.0  # dense fits some architectures only
+    assert tuner.rule_seeds(max_seeds=2) == seeds[:2]

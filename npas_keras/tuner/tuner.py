@@ -11,6 +11,7 @@ zeros, ready for npas_keras.strip / npas_keras.export.
 It subclasses keras_tuner's BaseTuner (the base of keras_tuner.Tuner): keras_tuner.Tuner itself
 is tied to the Keras 3 package installed alongside, while npas-keras models are tf_keras.
 """
+import itertools
 import json
 import os
 
@@ -22,10 +23,13 @@ from keras_tuner.src.engine import trial as trial_module
 from npas_keras.latency.predictor import model_layer_specs
 from npas_keras.latency.specs import unwrap
 from npas_keras.tuner.oracle import LATENCY_METRIC, NPASOracle
+from npas_keras.tuner.space import discrete_values
 
 DEFAULT_SCHEMES = ("dense", "block_punched", "bcr", "pattern")
 DEFAULT_RATES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 DEFAULT_BLOCKS = ("4x16", "8x16", "16x16")
+# rule_seeds() tries every architecture of the space up to this many combinations.
+MAX_SEED_ARCHITECTURES = 12
 
 
 def scheme_hp_name(layer_name, spec, prefix="scheme"):
@@ -353,9 +357,10 @@ class NPASTuner(base_tuner.BaseTuner):
         schemes, rates, block_shapes, min_params, per_layer_rates: the pruning search space
             (NPASHyperModel).
         initial_values: hp value dicts the NPASOracle tries first.
-        seed_rules: also seed the NPASOracle with `rule_seeds()` (the rule-based mapping and
-            uniform block_punched on the default architecture, each at the lowest rate predicted
-            within the budget), so the search starts where those baselines are.
+        seed_rules: also seed the NPASOracle with `rule_seeds()` (per architecture, the dense
+            model or the rule-based mapping at the lowest rate predicted within the budget; the
+            least pruned first, as many as the oracle's num_initial_points), so the search
+            starts where the rules are.
     """
 
     def __init__(self, hypermodel, objective="val_accuracy", latency_budget_ms=None,
@@ -397,46 +402,71 @@ class NPASTuner(base_tuner.BaseTuner):
         super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
 
-    def rule_seeds(self):
-        """[hp values]: the rule-based mapping (npas_keras.mapping.map_schemes with the latency
-        table, choosing among the space's block shapes) and uniform block_punched 16x16 (where the rules prune at all) on the default
-        architecture, as `values_for_mapping` expresses them, each at the lowest of the space's
-        rates whose predicted latency fits the budget (lowest rate: most weights kept)."""
+    def architectures(self, limit=MAX_SEED_ARCHITECTURES):
+        """[hp values]: the architectures of the space, as values of the build function's own
+        Choice / Boolean hps (widths, operators; not the pruning hps): every combination when
+        there are at most `limit`, else the default and each one-hp variation of it."""
+        from keras_tuner import HyperParameters
+
+        hp = HyperParameters()
+        self.hypermodel.build_dense(hp)
+        own = [h for h in hp.space if type(h).__name__ in ("Choice", "Boolean")
+               and hp.is_active(h)]
+        default = {h.name: hp.values[h.name] for h in own}
+        choices = [(h.name, discrete_values(h)) for h in own]
+        if int(np.prod([len(v) for _, v in choices])) <= limit:
+            combos = [dict(zip([n for n, _ in choices], vals))
+                      for vals in itertools.product(*[v for _, v in choices])]
+        else:
+            combos = [default] + [dict(default, **{n: v}) for n, vs in choices for v in vs
+                                  if v != default[n]]
+        combos.sort(key=lambda c: c != default)  # the default first (a stable sort)
+        return combos
+
+    def rule_seeds(self, max_seeds=None):
+        """[hp values]: per architecture (`architectures()`), the least pruning the rule-based
+        mapping finds within the budget: the dense model when it fits, else
+        npas_keras.mapping.map_schemes with the latency table (among the space's block shapes)
+        at the lowest of the space's rates predicted within it. Ordered by mean layer density
+        (the fraction of each prunable layer's weights kept, averaged), most kept first: at
+        equal latency, a narrower or cheaper-operator model that needs little pruning usually
+        keeps more accuracy after a short fine-tune than a wide one pruned hard. At most
+        `max_seeds` (None: all)."""
         from keras_tuner import HyperParameters
 
         from npas_keras.mapping import map_schemes
-        from npas_keras.schemes import Scheme
 
         hm = self.hypermodel
-        hp = HyperParameters()
-        model = hm.build(hp)
-        base = dict(hp.values)
-        specs = dict(model_layer_specs(model))
-
-        def uniform(rate):
-            return {name: None if s is None else Scheme(
-                "block_punched", rate=rate, block_shape=tuple(
-                    min(16, m) for m in specs[name].matrix_shape()))
-                for name, s in map_schemes(model, rate).items()}
-
         blocks = tuple(_parse_block(b) for b in hm.block_shapes)
-        seeds = []
-        for family in (lambda r: map_schemes(model, r, self.latency_table, block_shapes=blocks),
-                       uniform):
-            for rate in sorted(hm.rates):
-                values = hm.values_for_mapping(model, family(rate), base)
-                if values is None or values in seeds:
+        seeds = []  # (mean density, predicted ms, values)
+        for arch in self.architectures():
+            hp = HyperParameters()
+            hp.values.update(arch)
+            model = hm.build(hp)
+            base = dict(hp.values)
+            specs = dict(model_layer_specs(model))
+            families = [{name: None for name in specs}] + [
+                map_schemes(model, rate, self.latency_table, block_shapes=blocks)
+                for rate in sorted(hm.rates)]
+            for mapping in families:
+                values = hm.values_for_mapping(model, mapping, base)
+                if values is None or any(values == v for _, _, v in seeds):
                     continue
-                if (self.latency_budget_ms is None or self.latency_predictor(
-                        model, hm.mapping(model, values)) <= self.latency_budget_ms):
-                    seeds.append(values)
+                mapped = hm.mapping(model, values)
+                ms = self.latency_predictor(model, mapped)
+                if self.latency_budget_ms is None or ms <= self.latency_budget_ms:
+                    kept = [1.0 if s is None else 1.0 - float(s.rate) for name, s in
+                            mapped.items() if len(hm.allowed_schemes(specs[name])) > 1]
+                    seeds.append((float(np.mean(kept)) if kept else 1.0, ms, values))
                     break
-        return seeds
+        seeds.sort(key=lambda s: (-s[0], -s[1]))  # stable: ties keep architecture order
+        return [v for _, _, v in seeds][:max_seeds]
 
     def search(self, *fit_args, **fit_kwargs):
         if isinstance(self.oracle, NPASOracle) and not self.oracle.initial_values:
             self.oracle.initial_values = list(self.initial_values) + (
-                self.rule_seeds() if self.seed_rules else [])
+                self.rule_seeds(max(1, self.oracle.num_initial_points))
+                if self.seed_rules else [])
         return super().search(*fit_args, **fit_kwargs)
 
     # -- a trial ---------------------------------------------------------------------------------
