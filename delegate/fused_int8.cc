@@ -23,12 +23,12 @@ constexpr int64_t kMaxFusedElements = 4096;
 // (an unrolled GRU's 384 x 128), and few rows of input.
 constexpr int64_t kMaxForcedGemmWeights = 1 << 17;
 constexpr int kMaxForcedGemmPixels = 16;
-// Groups with fewer elementwise ops are not worth a partition of their own.
+// Groups with fewer elementwise ops are not worth a partition of their own. Groups with FCs
+// of any density are: an unrolled int8 GRU fused ran 1.34x (dense weights), 1.41-1.47x (1/2)
+// and 2.1x (1/8) stock XNNPACK on Zen 3, although our elementwise ops (TFLite's reference
+// arithmetic) and dense batch-1 FCs are each slower than XNNPACK's: the partition boundaries
+// between our FCs and XNNPACK's ops cost more.
 constexpr int kMinFusedOps = 4;
-// Our elementwise ops follow TFLite's reference arithmetic and cost about 1.6x XNNPACK's (135 vs
-// 80 ns on 128 values, Zen 3), so a group pays only through FCs that are sparse enough: an
-// unrolled int8 GRU measured 1.6x (1/8 density), 1.3x (1/4) and 0.95x (1/2) stock XNNPACK fused.
-constexpr double kMaxFusedDensity = 0.3;
 
 bool FusionAvailable() {
   // The elementwise kernels are vectorised for AVX2; elsewhere the scalar ones would be slower
@@ -253,22 +253,11 @@ FusionPlan PlanFusion(TfLiteContext* ctx, const std::vector<int>& plan, const Op
     }
     if (any) joined.push_back(node_index);
   }
-  // Per group: elementwise ops, FC weights and their nonzeros.
-  std::map<int, int64_t> ops, weights, nonzeros;
+  // Per group: elementwise ops and FCs (a group without an FC is left to the runtime).
+  std::map<int, int64_t> ops, fcs_in;
   for (auto& e : ew) ++ops[find(e.first)];
-  for (int n : joined) {
-    TfLiteNode* node = nullptr;
-    TfLiteRegistration* reg = nullptr;
-    ctx->GetNodeAndRegistration(ctx, n, &node, &reg);
-    const TfLiteTensor& w = ctx->tensors[node->inputs->data[1]];
-    const int64_t count = NumElements(w.dims);
-    weights[find(n)] += count;
-    nonzeros[find(n)] += count - std::count(w.data.int8, w.data.int8 + count, 0);
-  }
-  auto worth = [&](int root) {
-    return ops[root] >= kMinFusedOps && weights[root] > 0 &&
-           nonzeros[root] <= kMaxFusedDensity * weights[root];
-  };
+  for (int n : joined) ++fcs_in[find(n)];
+  auto worth = [&](int root) { return ops[root] >= kMinFusedOps && fcs_in[root] > 0; };
   for (auto& e : ew)
     if (worth(find(e.first))) fp.elementwise.emplace(e.first, std::move(e.second));
   for (int n : joined)
