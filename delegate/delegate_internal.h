@@ -165,11 +165,6 @@ TfLiteRegistration MakeFusedRegistration();
 struct TuningEntry {
   std::string kernel;  // KernelKindName() or "depthwise"
   double dense_ms = 0, best_ms = 0;
-  // Threads chosen by timing the first invokes (KernelInvoke): trials so far, the microseconds
-  // of each with all threads [0] and with one [1], the count kept.
-  int thread_trials = 0;
-  std::vector<double> trial_us[2];
-  int run_threads = 1;
 };
 class TuningCache {
  public:
