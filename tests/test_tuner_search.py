@@ -302,3 +302,104 @@ def test_rule_seeds_are_the_least_pruning_per_architecture(tmp_path):
     assert len(seeds) >= 3 and densities == sorted(densities, reverse=True)
     assert densities[0] == 1.0 and densities[-1] < 1.0  # dense fits some architectures only
     assert tuner.rule_seeds(max_seeds=2) == seeds[:2]
+
+
+def _hand_bops(model, bits):
+    """BOPs per sample counted directly: nonzero kernel weights x output positions x weight bits
+    x 8 activation bits, per Dense / Conv2D / DepthwiseConv2D layer."""
+    total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "depthwise_kernel", None)
+        kernel = getattr(layer, "kernel", None) if kernel is None else kernel
+        if kernel is None:
+            continue
+        positions = int(np.prod(layer.output_shape[1:-1])) if kernel.shape.rank == 4 else 1
+        total += np.count_nonzero(kernel.numpy()) * positions * bits.get(layer.name, 8) * 8
+    return total
+
+
+def test_joint_bits_and_pruning_search_on_digits(tmp_path):
+    """weight_bits=(8, 4) with a BOPs budget: each layer's bit width is an hp searched with its
+    scheme and rate; every trial is within the budget (BOPs counted here by hand), its kernels
+    lie on their bit grids and keep the schemes' zeros, and its latency is measured on the int8
+    export of exactly that model (the file the best trial re-exports to, byte for byte), which
+    the delegate runs in agreement with Keras."""
+    from keras_tuner import HyperParameters
+
+    import npas_keras
+    from npas_keras.quantization import bops, fake_quantize
+    from npas_keras.schemes import satisfies
+
+    x, y, xt, yt = digits()
+    keras.utils.set_random_seed(0)
+    dense = build(HyperParameters())
+    dense.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    budget = 0.3 * bops(dense, 8)["total"]  # needs pruning or 4 bits (or both)
+    table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=nonzero_weight_proxy_ms,
+                         runtime="fake", dtype="int8")
+    measured = {}
+
+    def latency_fn(model_bytes):
+        measured[len(measured)] = bytes(model_bytes)
+        return nonzero_weight_proxy_ms(model_bytes)
+
+    tuner = NPASTuner(build, max_trials=3, pretrained=dense, latency_table=table,
+                      latency_fn=latency_fn, weight_bits=(8, 4), bops_budget=budget,
+                      rates=(0.5, 0.8), block_shapes=("16x16",), batch_size=64, seed=1, directory=str(tmp_path), project_name="bits",
+                      oracle_kwargs={"pool_size": 8, "gp_restarts": 0})
+    names = [h.name for h in tuner.oracle.get_space().space]
+    assert {"bits:conv2d:3x3", "bits:dense", "bits:dense_1"} <= set(names)
+    tuner.search(x, y, validation_data=(xt, yt), verbose=0)
+    results = tuner.results()
+    assert len(results) == 3 and len(measured) == 3
+    trials = {t.trial_id: t for t in tuner.oracle.trials.values()}
+    for r in results:
+        trial = trials[r["trial_id"]]
+        model, bits = tuner.load_model(trial), tuner.load_bits(trial)
+        assert r["bops"] == _hand_bops(model, bits) <= budget and r["feasible"]
+        assert r["bops"] <= tuner.predict_bops(r["values"])
+        by_name = {layer.name: layer for layer in model.layers}
+        for name, scheme in tuner.load_mapping(trial).items():
+            kernel = by_name[name].weights[0].numpy()
+            depthwise = "depthwise" in name
+            np.testing.assert_array_equal(
+                fake_quantize(kernel, bits[name], depthwise=depthwise), kernel, err_msg=name)
+            if scheme is not None:
+                from npas_keras.layers.views import prunable_weights
+
+                (view,) = prunable_weights(by_name[name])
+                hw = kernel.shape[:2] if kernel.ndim == 4 else (1, 1)
+                assert satisfies(view.to_matrix(kernel) != 0, scheme, kernel_hw=hw), name
+    assert any(b == 4 for r in results for k, b in r["values"].items() if k.startswith("bits:"))
+    trial = tuner.get_best_trials(1)[0]
+    model, bits = tuner.load_model(trial), tuner.load_bits(trial)
+    exported = npas_keras.export(model, None, quantize="int8", representative_data=x[:200],
+                                 weight_bits=bits)
+    index = sorted(trials).index(trial.trial_id)
+    assert exported == measured[index]
+    interp = npas_keras.Interpreter(model_content=exported)
+    interp.allocate_tensors()
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert d_in["dtype"] == np.int8
+    scale, zero = d_in["quantization"]
+    agree = 0
+    for i in range(100):
+        interp.set_tensor(d_in["index"], np.round(xt[i:i + 1] / scale + zero).astype(np.int8))
+        interp.invoke()
+        agree += int(interp.get_tensor(d_out["index"]).argmax() ==
+                     model.predict(xt[i:i + 1], verbose=0).argmax())
+    assert agree >= 90
+
+
+def test_bits_search_arguments_are_checked(tmp_path):
+    table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=nonzero_weight_proxy_ms,
+                         runtime="fake")
+    common = dict(latency_table=table, directory=str(tmp_path), overwrite=True)
+    with pytest.raises(ValueError, match="LatencyTable\\(dtype='int8'\\)"):
+        NPASTuner(build, weight_bits=(8, 4), **common)
+    with pytest.raises(ValueError, match="bops_budget needs weight_bits"):
+        NPASTuner(build, bops_budget=1e6, **common)
+    with pytest.raises(ValueError, match="subset of \\(8, 4\\)"):
+        NPASTuner(build, weight_bits=(8, 2), **common)
+    with pytest.raises(ValueError, match="dtype must be"):
+        LatencyTable(path=str(tmp_path / "lat.json"), dtype="int4")

@@ -3,39 +3,28 @@
 A *measure function* maps TFLite flatbuffer bytes to milliseconds (median of `runs` invokes after
 `warmup`). The latency table takes any such callable, so tests can pass a fake one.
 """
-import os
 import statistics
-import tempfile
 import time
 import warnings
 
 import numpy as np
 
 
-def to_tflite(model) -> bytes:
-    """Converts a tf_keras model to a float32 TFLite flatbuffer (standard ops).
+def to_tflite(model, quantize=None, representative_data=None, weight_bits=None) -> bytes:
+    """Converts a tf_keras model to a TFLite flatbuffer (standard ops): float32, or full-integer
+    with quantize="int8" (representative_data: sample inputs; None calibrates on 32 standard
+    normal inputs, enough for timing a random-weight layer) and optional `weight_bits`.
 
-    Uses npas_keras.export when it is available (so the model is converted the way users
-    export it), else tf.lite.TFLiteConverter.
+    Converted by npas_keras.export, the way users export it.
     """
-    try:
-        from npas_keras import export as export_mod
-        export_fn = getattr(export_mod, "export", None)
-    except ImportError:  # pragma: no cover - part not written yet
-        export_fn = None
-    if export_fn is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.tflite")
-            try:
-                export_fn(model, path, format="standard")
-                with open(path, "rb") as f:
-                    return f.read()
-            except NotImplementedError:
-                pass
-    import tensorflow as tf
+    if quantize is not None and representative_data is None:
+        rng = np.random.default_rng(0)
+        representative_data = rng.standard_normal(
+            (32,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
+    from npas_keras.export.converter import export
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
+    return export(model, None, format="standard", quantize=quantize,
+                  representative_data=representative_data, weight_bits=weight_bits)
 
 
 def _random_inputs(interp, seed=0):

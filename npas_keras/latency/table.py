@@ -119,10 +119,16 @@ class LatencyTable:
         runtime: label filed in the machine key for a custom measure_fn (default 'custom').
         runs, warmup: timing repetitions for the default measure_fn (median of runs).
         autosave: write each newly measured entry to the cache file at once.
+        dtype: "float32" (float models) or "int8": every model is exported full-integer (the
+            way `export(..., quantize="int8")` writes it) before timing, and the numbers are
+            filed under their own machine key (runtime label + "-int8").
     """
 
     def __init__(self, path=None, threads=1, measure_fn=None, runtime=None, runs=50, warmup=5,
-                 autosave=True):
+                 autosave=True, dtype="float32"):
+        if dtype not in ("float32", "int8"):
+            raise ValueError(f"dtype must be 'float32' or 'int8', got {dtype!r}")
+        self.dtype = dtype
         self.path = path or default_cache_path()
         self.threads = int(threads)
         self.runs = runs
@@ -148,7 +154,8 @@ class LatencyTable:
     @property
     def machine(self) -> str:
         self.measure_fn  # resolves the runtime label
-        return machine_key(self.threads, self.runtime)
+        suffix = "-int8" if self.dtype == "int8" else ""
+        return machine_key(self.threads, self.runtime + suffix)
 
     def _section(self):
         return self._data["machines"].setdefault(self.machine,
@@ -160,7 +167,8 @@ class LatencyTable:
     def measure_model(self, model) -> float:
         from npas_keras.latency.measure import to_tflite
 
-        return self.measure_bytes(to_tflite(model))
+        quantize = "int8" if self.dtype == "int8" else None
+        return self.measure_bytes(to_tflite(model, quantize=quantize))
 
     # -- entries -------------------------------------------------------------------------------
     @staticmethod

@@ -81,14 +81,18 @@ class NPASOracle(oracle_module.Oracle):
         gp_restarts: optimizer restarts for the GP's kernel hyperparameters.
         initial_values: value dicts tried first, in order (missing hps take their defaults);
             those predicted over the budget or already tried are skipped.
+        constraint: callable(values dict) -> None when the configuration is allowed, else a
+            short reason (e.g. 'over_bops'): an exact check before training (NPASTuner's BOPs
+            budget), applied like the latency filter.
     """
 
     def __init__(self, objective=None, max_trials=10, hyperparameters=None,
                  latency_predictor=None, latency_budget_ms=None, num_initial_points=3,
                  pool_size=32, acquisition="ucb", beta=2.0, learning_rate=0.3,
                  baseline_decay=0.8, temperature=1.0, max_pool_rounds=8, gp_restarts=2,
-                 initial_values=None, allow_new_entries=True, tune_new_entries=True, seed=None,
-                 max_retries_per_trial=0, max_consecutive_failed_trials=3):
+                 initial_values=None, constraint=None, allow_new_entries=True,
+                 tune_new_entries=True, seed=None, max_retries_per_trial=0,
+                 max_consecutive_failed_trials=3):
         if acquisition not in ("ucb", "ei"):
             raise ValueError(f"acquisition must be 'ucb' or 'ei', got {acquisition!r}")
         if latency_budget_ms is not None and not latency_budget_ms > 0:
@@ -100,6 +104,7 @@ class NPASOracle(oracle_module.Oracle):
                          max_consecutive_failed_trials=max_consecutive_failed_trials)
         self.latency_predictor = latency_predictor
         self.latency_budget_ms = latency_budget_ms
+        self.constraint = constraint
         self.num_initial_points = int(num_initial_points)
         self.pool_size = int(pool_size)
         self.acquisition = acquisition
@@ -235,6 +240,9 @@ class NPASOracle(oracle_module.Oracle):
         ms = self.predict_latency(values)
         if ms is None:
             return False, ms, "invalid"
+        reason = None if self.constraint is None else self.constraint(dict(values))
+        if reason:
+            return False, ms, str(reason)
         ratio = self.latency_ratio() if ratio is None else ratio
         if self.latency_budget_ms is not None and ms * ratio > self.latency_budget_ms:
             return False, ms, "over_budget"
@@ -329,9 +337,12 @@ class NPASOracle(oracle_module.Oracle):
             best = feasible[self.rank_pool(sub, [checks[i][1] for i in feasible])[0]]
             self._predicted[trial_id] = checks[best][1]
             return {"status": trial_module.TrialStatus.RUNNING, "values": pool[best]}
+        reasons = sorted({r["reason"] for r in self._rejected[-self.pool_size:]})
         warnings.warn(f"NPASOracle: no configuration within the latency budget "
-                      f"({self.latency_budget_ms} ms) after {self.max_pool_rounds} pools; "
-                      "stopping the search")
+                      f"({self.latency_budget_ms} ms)"
+                      + (" and the constraint" if self.constraint is not None else "")
+                      + f" after {self.max_pool_rounds} pools (last rejections: "
+                      f"{', '.join(reasons)}); stopping the search")
         return {"status": trial_module.TrialStatus.STOPPED, "values": None}
 
     def get_best_trials(self, num_trials=1):

@@ -43,6 +43,10 @@ def rate_hp_name(layer_name, spec):
     return scheme_hp_name(layer_name, spec, "rate")
 
 
+def bits_hp_name(layer_name, spec):
+    return scheme_hp_name(layer_name, spec, "bits")
+
+
 def _parse_block(text):
     r, c = str(text).lower().split("x")
     return int(r), int(c)
@@ -55,14 +59,23 @@ class NPASHyperModel(hm_module.HyperModel):
     `min_params` weights, 'scheme:<layer>[:<kh>x<kw>]' over the schemes that apply to its kind
     ('pattern' only for 3x3 convolutions; depthwise layers stay dense) and its pruning rate
     'rate:<layer>[:<kh>x<kw>]' (Choice over `rates`, active when the scheme is not 'dense'), or
-    one global 'rate' with per_layer_rates=False. The user's own hps (operators, widths,
-    anything) stay in the space as declared.
+    one global 'rate' with per_layer_rates=False. With `weight_bits` (bit widths, e.g. (8, 4):
+    the models are int8 and each layer's weights take one of these widths) and more than one
+    width, every such layer also gets 'bits:<layer>[:<kh>x<kw>]' (Choice, default the widest),
+    so mixed precision is searched jointly with the pruning. The user's own hps (operators,
+    widths, anything) stay in the space as declared.
     """
 
     def __init__(self, build_fn, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
                  block_shapes=DEFAULT_BLOCKS, min_params=256, per_layer_rates=True, name=None,
-                 tunable=True):
+                 tunable=True, weight_bits=None):
         super().__init__(name=name, tunable=tunable)
+        if weight_bits is not None:
+            weight_bits = tuple(sorted({int(b) for b in weight_bits}, reverse=True))
+            if not weight_bits or any(b not in (4, 8) for b in weight_bits):
+                raise ValueError(f"weight_bits must be a non-empty subset of (8, 4) (the widths "
+                                 f"the int8 export stores), got {weight_bits!r}")
+        self.weight_bits = weight_bits
         self.per_layer_rates = bool(per_layer_rates)
         if not callable(build_fn) and not hasattr(build_fn, "build"):
             raise TypeError("build_fn must be a callable hp -> tf_keras model or a HyperModel")
@@ -112,6 +125,9 @@ class NPASHyperModel(hm_module.HyperModel):
                                               [a for a in allowed if a != "dense"]):
                         hp.Choice(rate_hp_name(name, spec), list(self.rates),
                                   default=self._default_rate())
+            if self.weight_bits is not None and len(self.weight_bits) > 1:
+                hp.Choice(bits_hp_name(name, spec), list(self.weight_bits),
+                          default=self.weight_bits[0])
 
     def build(self, hp):
         model = self.build_dense(hp)
@@ -146,6 +162,14 @@ class NPASHyperModel(hm_module.HyperModel):
                 out[name] = Scheme(choice, rate=rate)
         return out
 
+
+    def bits(self, model, values):
+        """{layer name: weight bits} from a trial's hp values for this (built) model; None when
+        the space is float32 (no `weight_bits`)."""
+        if self.weight_bits is None:
+            return None
+        return {name: int(values.get(bits_hp_name(name, spec), self.weight_bits[0]))
+                for name, spec in model_layer_specs(model)}
 
     def values_for_mapping(self, model, mapping, base=None):
         """The hp values closest to `mapping` ({layer: Scheme | None}, e.g. from
@@ -299,18 +323,10 @@ def pruned_for_fine_tune(model, mapping):
     npas_keras.callbacks() during fit), compiled with `model`'s loss / metrics / optimizer config,
     or the tuner's default (Adam 1e-3, sparse categorical cross-entropy, accuracy) when `model`
     is not compiled. Returns `model` itself (compiled) when the mapping prunes no layer."""
-    import tf_keras as keras
-
     import npas_keras
 
     compiled = model.optimizer is not None and getattr(model, "compiled_loss", None)
-    if compiled:
-        args = model._get_compile_args()
-        opt = model.optimizer
-        args["optimizer"] = type(opt).from_config(opt.get_config())
-    else:
-        args = {"optimizer": keras.optimizers.Adam(1e-3),
-                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    args = _compile_args(model)
     if not any(s is not None for s in mapping.values()):
         if not compiled:
             model.compile(**args)
@@ -318,6 +334,40 @@ def pruned_for_fine_tune(model, mapping):
     pruned = npas_keras.prune(model, mapping, verbose=False)
     pruned.compile(**args)
     return pruned
+
+
+def predicted_bops(model, mapping, bits):
+    """BOPs per sample (activations 8 bits, `quantization.bops`) of `model` (built, dense) once
+    pruned by `mapping` at weight `bits` ({layer: bits}): the model's prunable weights are
+    zeroed here in place by the schemes' masks, so the count is the trial's own, less any
+    weights that later round to 0 at 4 bits (never more)."""
+    from npas_keras.latency.specs import prune_layer_weights
+    from npas_keras.quantization.bops import bops
+
+    by_name = {layer.name: layer for layer in model.layers}
+    for name, scheme in mapping.items():
+        if scheme is not None:
+            prune_layer_weights(by_name[name], scheme)
+    return float(bops(model, bits)["total"])
+
+
+def _compile_args(model):
+    """`model`'s compile arguments with a fresh optimizer of the same config, or the tuner's
+    default (Adam 1e-3, sparse categorical cross-entropy, accuracy) when it is not compiled."""
+    import tf_keras as keras
+
+    if model.optimizer is not None and getattr(model, "compiled_loss", None):
+        args = model._get_compile_args()
+        opt = model.optimizer
+        args["optimizer"] = type(opt).from_config(opt.get_config())
+        return args
+    return {"optimizer": keras.optimizers.Adam(1e-3),
+            "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+
+
+def _last(trial, metric):
+    """A trial's last value of `metric`, or None."""
+    return trial.metrics.get_last_value(metric) if trial.metrics.exists(metric) else None
 
 
 def _density(model, names):
@@ -361,6 +411,20 @@ class NPASTuner(base_tuner.BaseTuner):
             model or the rule-based mapping at the lowest rate predicted within the budget; the
             least pruned first, as many as the oracle's num_initial_points), so the search
             starts where the rules are.
+        weight_bits: None (float32 models) or the weight bit widths to search, e.g. (8, 4):
+            trials are then int8 models (`export(..., quantize="int8", weight_bits=...)`),
+            their latency is measured on that int8 file and predicted from an int8 latency
+            table, and with two widths each layer's width is one more hp ('bits:<layer>'),
+            searched jointly with the schemes and rates. (8,) searches pruning for int8.
+        bops_budget: with weight_bits, the most BOPs per sample (`quantization.bops`,
+            activations 8 bits) a trial may have: counted exactly before training (the model
+            pruned by the candidate's masks), so the NPASOracle never proposes a candidate over
+            it; trials report it as metric 'bops'.
+        qat_epochs: with weight_bits, epochs of fine-tuning on the chosen grids
+            (`quantization.bits_qat`) after the pruning fine-tune; 0 rounds the weights
+            post-training (`quantization.apply_bits`) instead.
+        representative_data: inputs that calibrate the int8 export (default: the first 200
+            training inputs given to `search`).
     """
 
     def __init__(self, hypermodel, objective="val_accuracy", latency_budget_ms=None,
@@ -369,10 +433,21 @@ class NPASTuner(base_tuner.BaseTuner):
                  oracle=None, oracle_kwargs=None, schemes=DEFAULT_SCHEMES, rates=DEFAULT_RATES,
                  block_shapes=DEFAULT_BLOCKS, min_params=256, per_layer_rates=True,
                  initial_values=None, seed_rules=True, seed=None, directory=None,
-                 project_name=None, overwrite=False, verbose=0, **kwargs):
+                 project_name=None, overwrite=False, verbose=0, weight_bits=None,
+                 bops_budget=None, qat_epochs=1, representative_data=None, **kwargs):
         hm = hypermodel if isinstance(hypermodel, NPASHyperModel) else NPASHyperModel(
             hypermodel, schemes=schemes, rates=rates, block_shapes=block_shapes,
-            min_params=min_params, per_layer_rates=per_layer_rates)
+            min_params=min_params, per_layer_rates=per_layer_rates, weight_bits=weight_bits)
+        quantized = hm.weight_bits is not None
+        if bops_budget is not None and not (quantized and bops_budget > 0):
+            raise ValueError("bops_budget needs weight_bits (an int8 search) and must be "
+                             f"positive, got {bops_budget!r}")
+        if int(qat_epochs) < 0:
+            raise ValueError(f"qat_epochs must be >= 0, got {qat_epochs!r}")
+        self.bops_budget = None if bops_budget is None else float(bops_budget)
+        self.qat_epochs = int(qat_epochs)
+        self.representative_data = representative_data
+        self._bops_cache = {}
         self.initial_values = [dict(v) for v in (initial_values or [])]
         self.seed_rules = bool(seed_rules)
         self.latency_budget_ms = latency_budget_ms
@@ -384,7 +459,11 @@ class NPASTuner(base_tuner.BaseTuner):
             from npas_keras.latency.table import LatencyTable
 
             latency_table = LatencyTable(threads=threads, measure_fn=latency_fn,
-                                         runtime=None if latency_fn is None else "custom")
+                                         runtime=None if latency_fn is None else "custom",
+                                         dtype="int8" if quantized else "float32")
+        if quantized and getattr(latency_table, "dtype", "int8") != "int8":
+            raise ValueError("weight_bits searches int8 models: pass a LatencyTable(dtype='int8') "
+                             "(its entries are timed on int8 layers)")
         self.latency_table = latency_table
         self.latency_fn = latency_fn or latency_table.measure_bytes
         if latency_predictor is None:
@@ -398,9 +477,26 @@ class NPASTuner(base_tuner.BaseTuner):
                                 latency_predictor=self._values_predictor,
                                 latency_budget_ms=latency_budget_ms, seed=seed,
                                 **(oracle_kwargs or {}))
+        if isinstance(oracle, NPASOracle) and self.bops_budget is not None:
+            oracle.constraint = self._over_bops
         self._values_predictor.oracle = oracle
         super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
+
+    def predict_bops(self, values):
+        """Exact BOPs per sample of the configuration `values` (cached; see `predicted_bops`)."""
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in self._bops_cache:
+            hp = self.oracle.get_space()
+            hp.values = dict(values)
+            model = self.hypermodel.build_dense(hp)
+            self._bops_cache[key] = predicted_bops(
+                model, self.hypermodel.mapping(model, values), self.hypermodel.bits(model, values))
+        return self._bops_cache[key]
+
+    def _over_bops(self, values):
+        """The NPASOracle's constraint: 'over_bops' when `values` exceed the BOPs budget."""
+        return "over_bops" if self.predict_bops(values) > self.bops_budget else None
 
     def architectures(self, limit=MAX_SEED_ARCHITECTURES):
         """[hp values]: the architectures of the space, as values of the build function's own
@@ -455,6 +551,10 @@ class NPASTuner(base_tuner.BaseTuner):
                 mapped = hm.mapping(model, values)
                 ms = self.latency_predictor(model, mapped)
                 if self.latency_budget_ms is None or ms <= self.latency_budget_ms:
+                    if hm.weight_bits is not None:
+                        values = self._seed_bits(values)
+                        if values is None:  # over the BOPs budget at any bit widths
+                            continue
                     kept = [1.0 if s is None else 1.0 - float(s.rate) for name, s in
                             mapped.items() if len(hm.allowed_schemes(specs[name])) > 1]
                     seeds.append((float(np.mean(kept)) if kept else 1.0, ms, values))
@@ -462,7 +562,43 @@ class NPASTuner(base_tuner.BaseTuner):
         seeds.sort(key=lambda s: (-s[0], -s[1]))  # stable: ties keep architecture order
         return [v for _, _, v in seeds][:max_seeds]
 
+    def _seed_bits(self, values):
+        """`values` with every layer at the widest of `weight_bits`, or, where that is over the
+        BOPs budget, at the widths `quantization.select_bits` picks to fit it (on the
+        pretrained weights when given); None when no choice of widths fits."""
+        from keras_tuner import HyperParameters
+
+        from npas_keras.quantization import bops, select_bits
+
+        hm = self.hypermodel
+        hp = HyperParameters()
+        hp.values.update(values)
+        model = hm.build_dense(hp)
+        if self.pretrained is not None:
+            inherit_weights(self.pretrained, model)
+        specs = dict(model_layer_specs(model))
+        bits = {name: hm.weight_bits[0] for name in specs}
+        total = predicted_bops(model, hm.mapping(model, values), bits)  # prunes `model`
+        if self.bops_budget is not None and total > self.bops_budget:
+            if len(hm.weight_bits) == 1:
+                return None
+            choice = select_bits(model, budget=self.bops_budget / total,
+                                 candidates=hm.weight_bits)
+            bits.update({n: b for n, b in choice["bits"].items() if n in bits})
+            if bops(model, bits)["total"] > self.bops_budget:
+                return None
+        out = dict(values)
+        if len(hm.weight_bits) > 1:
+            out.update({bits_hp_name(n, specs[n]): b for n, b in bits.items()})
+        return out
+
     def search(self, *fit_args, **fit_kwargs):
+        if self.hypermodel.weight_bits is not None and self.representative_data is None:
+            x = fit_args[0] if fit_args else fit_kwargs.get("x")
+            if not isinstance(x, np.ndarray):
+                raise ValueError("an int8 search (weight_bits) calibrates its exports on sample "
+                                 "inputs: pass representative_data=, or x as a NumPy array")
+            self.representative_data = x[:200]
         if isinstance(self.oracle, NPASOracle) and not self.oracle.initial_values:
             self.oracle.initial_values = list(self.initial_values) + (
                 self.rule_seeds(max(1, self.oracle.num_initial_points))
@@ -474,6 +610,7 @@ class NPASTuner(base_tuner.BaseTuner):
                   batch_size=None, callbacks=None, **fit_kwargs):
         import npas_keras
         from npas_keras.latency.measure import to_tflite
+        from npas_keras.quantization import bops
 
         fit_kwargs.pop("verbose", None)  # the tuner's own fit_verbose decides
         hp = trial.hyperparameters
@@ -503,16 +640,60 @@ class NPASTuner(base_tuner.BaseTuner):
                 metrics.update({k: float(v) for k, v in ev.items() if k not in metrics})
         if wrapped:
             model = npas_keras.strip(model, shrink=False)
-        latency = float(self.latency_fn(to_tflite(model)))
+        bits = self.hypermodel.bits(model, hp.values)
+        if bits is None:
+            latency = float(self.latency_fn(to_tflite(model)))
+        else:
+            model = self._on_grids(model, built, bits, metrics, x, y, validation_data,
+                                   batch_size, callbacks, fit_kwargs)
+            latency = float(self.latency_fn(to_tflite(
+                model, quantize="int8", representative_data=self.representative_data,
+                weight_bits=bits)))
+            metrics["bops"] = float(bops(model, bits)["total"])
         metrics[LATENCY_METRIC] = latency
         metrics["density"] = _density(model, mapping) if mapping else 1.0
-        metrics["feasible"] = float(self.latency_budget_ms is None
-                                    or latency <= self.latency_budget_ms)
+        metrics["feasible"] = float(self._within_budgets(latency, metrics.get("bops")))
         self.save_model(trial.trial_id, model)
-        with open(os.path.join(self.get_trial_dir(trial.trial_id), "mapping.json"), "w") as f:
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        with open(os.path.join(trial_dir, "mapping.json"), "w") as f:
             json.dump({k: (None if v is None else v.to_json()) for k, v in mapping.items()}, f,
                       indent=1)
+        if bits is not None:
+            with open(os.path.join(trial_dir, "bits.json"), "w") as f:
+                json.dump(bits, f, indent=1)
         return metrics
+
+    def _on_grids(self, model, built, bits, metrics, x, y, validation_data, batch_size,
+                  callbacks, fit_kwargs):
+        """The stripped trial model with its kernels on their `bits` grids: fine-tuned there
+        for `qat_epochs` (`bits_qat`, pruned zeros kept), or rounded post-training; `metrics`
+        are updated to the quantized model's."""
+        from npas_keras.quantization import apply_bits, bits_qat
+
+        if self.qat_epochs == 0:
+            model = apply_bits(model, bits)
+            model.compile(**_compile_args(built))
+            fresh = {}
+        else:
+            model.compile(**_compile_args(built))
+            history = model.fit(x, y, validation_data=validation_data, epochs=self.qat_epochs,
+                                batch_size=batch_size or self.batch_size,
+                                callbacks=[bits_qat(model, bits)] + list(callbacks or []),
+                                verbose=self.fit_verbose, **fit_kwargs)
+            fresh = {k: float(v[-1]) for k, v in history.history.items()}
+        objective = self.oracle.objective.name
+        if objective not in fresh:
+            data = validation_data if objective.startswith("val_") else (x, y)
+            prefix = "val_" if objective.startswith("val_") else ""
+            ev = model.evaluate(*data[:2], verbose=0, return_dict=True)
+            fresh.update({prefix + k: float(v) for k, v in ev.items()})
+        metrics.update(fresh)
+        return model
+
+    def _within_budgets(self, latency, bops_count):
+        return ((self.latency_budget_ms is None or latency <= self.latency_budget_ms)
+                and (self.bops_budget is None or bops_count is None
+                     or bops_count <= self.bops_budget))
 
     def _checkpoint(self, trial_id):
         return os.path.join(self.get_trial_dir(trial_id), "checkpoint")
@@ -525,6 +706,16 @@ class NPASTuner(base_tuner.BaseTuner):
         model.load_weights(self._checkpoint(trial.trial_id)).expect_partial()
         return model
 
+    def load_bits(self, trial):
+        """{layer: weight bits} of an int8 search's trial (export the loaded model with
+        `npas_keras.export(model, ..., quantize="int8", weight_bits=tuner.load_bits(trial))`);
+        None for a float32 search."""
+        path = os.path.join(self.get_trial_dir(trial.trial_id), "bits.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return {k: int(v) for k, v in json.load(f).items()}
+
     def load_mapping(self, trial):
         from npas_keras.schemes import Scheme
 
@@ -534,11 +725,10 @@ class NPASTuner(base_tuner.BaseTuner):
 
     # -- results ---------------------------------------------------------------------------------
     def _trial_feasible(self, trial):
-        if self.latency_budget_ms is None:
-            return True
-        if trial.metrics.exists(LATENCY_METRIC):
-            return trial.metrics.get_last_value(LATENCY_METRIC) <= self.latency_budget_ms
-        return False
+        latency = _last(trial, LATENCY_METRIC)
+        if latency is None:
+            return self.latency_budget_ms is None and self.bops_budget is None
+        return self._within_budgets(latency, _last(trial, "bops"))
 
     def get_best_trials(self, num_trials=1, feasible_only=True):
         """Completed trials by objective, those within the latency budget first (only those
@@ -559,15 +749,15 @@ class NPASTuner(base_tuner.BaseTuner):
         return [t.hyperparameters for t in self.get_best_trials(num_trials)]
 
     def results(self):
-        """[{trial_id, values, score, latency_ms, feasible, status}] for all trials."""
+        """[{trial_id, values, score, latency_ms, bops, feasible, status}] for all trials
+        (bops None in a float32 search)."""
         out = []
         trials = getattr(self.oracle, "trials", None)
         if trials is None:
             return out
         for t in trials.values():
-            lat = (t.metrics.get_last_value(LATENCY_METRIC)
-                   if t.metrics.exists(LATENCY_METRIC) else None)
             out.append({"trial_id": t.trial_id, "values": dict(t.hyperparameters.values),
-                        "score": t.score, "latency_ms": lat, "status": t.status,
+                        "score": t.score, "latency_ms": _last(t, LATENCY_METRIC),
+                        "bops": _last(t, "bops"), "status": t.status,
                         "feasible": self._trial_feasible(t)})
         return out
