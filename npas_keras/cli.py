@@ -171,6 +171,16 @@ def _dataset(text: str) -> str:
     return key
 
 
+def _weight_bits(text: str) -> tuple:
+    try:
+        bits = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        bits = ()
+    if not bits or any(b not in (4, 8) for b in bits):
+        raise argparse.ArgumentTypeError(f"weight bits must be 8, 4 or 8,4, got {text!r}")
+    return bits
+
+
 def _existing_file(text: str) -> str:
     if not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -992,6 +1002,9 @@ def _search_args(p):
     with npas_keras.tuner.NPASTuner on a dataset on this machine, under a latency budget
     measured on this machine (through the npas delegate when it is built). A dense model is
     trained first; every trial inherits its weights, is pruned one-shot and fine-tuned briefly.
+    With --weight-bits the trials are int8 models (latency measured on their int8 export) and,
+    with "8,4", each layer's weight width (8 or 4 bits) is searched with its pruning, under a
+    BOPs budget (--bops-reduction).
     Writes DIR/search.json (one row per trial: accuracy, latency_ms, feasible; ready for
     `npas report DIR/search.json`) and the best feasible model as DIR/best.tflite."""
     p.add_argument("--dataset", type=_dataset, default="auto",
@@ -1012,6 +1025,12 @@ def _search_args(p):
     p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
     p.add_argument("--latency-table", metavar="PATH", default=None,
                    help="latency cache JSON (default: the shared per-machine cache)")
+    p.add_argument("--weight-bits", type=_weight_bits, default=None, metavar="BITS",
+                   help="search int8 models with these weight widths: 8, 4 or 8,4 (per-layer "
+                        "widths searched; trained on their grids by bits_qat; default: float32)")
+    p.add_argument("--bops-reduction", type=float, default=None, metavar="R",
+                   help="with --weight-bits: BOPs budget = the dense float32 model's BOPs / R "
+                        "(e.g. 64)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="DIR", default="npas-search-out",
                    help="output directory: search.json, best.tflite, tuner state "
@@ -1026,6 +1045,8 @@ def _run_search(args) -> int:
         raise UsageError(f"--budget-ms must be positive, got {args.budget_ms}")
     if not 0 < args.budget_fraction:
         raise UsageError(f"--budget-fraction must be positive, got {args.budget_fraction}")
+    if args.bops_reduction is not None and not (args.weight_bits and args.bops_reduction > 0):
+        raise UsageError("--bops-reduction needs --weight-bits and must be positive")
     dataset = data.default_dataset_name() if args.dataset == "auto" else args.dataset
     (x, y), (xt, yt) = data.load(dataset)
     if args.train_samples:
@@ -1049,12 +1070,18 @@ def _run_search(args) -> int:
          "epoch(s)")
     dense.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
     dense_acc = float(dense.evaluate(xt, yt, verbose=0)[1])
-    table = LatencyTable(path=args.latency_table, threads=args.threads)
+    table = LatencyTable(path=args.latency_table, threads=args.threads,
+                         dtype="int8" if args.weight_bits else "float32")
     runtime = "npas delegate" if delegate_available() else "stock LiteRT (delegate not built)"
     dense_ms = float(table.measure_model(dense))
     budget = args.budget_ms if args.budget_ms is not None else args.budget_fraction * dense_ms
-    _log(f"dense model: accuracy {dense_acc:.4f}, {dense_ms:.4f} ms ({runtime}, "
-         f"{args.threads} thread(s)); budget {budget:.4f} ms")
+    bops_budget = None
+    if args.bops_reduction:
+        from npas_keras.quantization import bops
+        bops_budget = bops(dense, 32)["total"] / args.bops_reduction
+    _log(f"dense model: accuracy {dense_acc:.4f}, {dense_ms:.4f} ms ({table.dtype}, {runtime}, "
+         f"{args.threads} thread(s)); budget {budget:.4f} ms"
+         + ("" if bops_budget is None else f", {bops_budget:.4g} BOPs"))
 
     class _ProgressTuner(NPASTuner):
         def on_trial_begin(self, trial):
@@ -1065,12 +1092,13 @@ def _run_search(args) -> int:
             super().on_trial_end(trial)
             m = trial.metrics
             get = (lambda k: m.get_last_value(k) if m.exists(k) else None)
-            acc, lat = get("val_accuracy"), get("latency_ms")
+            acc, lat, ops = get("val_accuracy"), get("latency_ms"), get("bops")
             done = len(self.oracle.trials)
             _log(f"trial {done}/{args.trials} ({trial.trial_id}): "
                  f"val_accuracy {'-' if acc is None else f'{acc:.4f}'}, latency "
                  f"{'-' if lat is None else f'{lat:.4f}'} ms, "
-                 f"{'feasible' if self._trial_feasible(trial) else 'over budget'}, "
+                 + ("" if ops is None else f"{ops:.4g} BOPs, ")
+                 + f"{'feasible' if self._trial_feasible(trial) else 'over budget'}, "
                  f"{time.perf_counter() - getattr(self, '_t0', time.perf_counter()):.1f}s")
 
     tuner = _ProgressTuner(build, objective="val_accuracy", latency_budget_ms=budget,
@@ -1078,6 +1106,7 @@ def _run_search(args) -> int:
                            fine_tune_epochs=args.epochs, batch_size=args.batch_size,
                            latency_table=table, threads=args.threads, seed=args.seed,
                            directory=args.out, project_name="tuner", overwrite=True,
+                           weight_bits=args.weight_bits, bops_budget=bops_budget,
                            oracle_kwargs={"pool_size": 16, "gp_restarts": 0})
     tuner.search(x, y, validation_data=(xt, yt), verbose=0)
 
@@ -1089,7 +1118,7 @@ def _run_search(args) -> int:
                    if t is not None and t.metrics.exists("density") else None)
         trials.append({"name": f"trial {r['trial_id']}", "trial_id": r["trial_id"],
                        "accuracy": r["score"], "latency_ms": r["latency_ms"],
-                       "feasible": bool(r["feasible"]), "density": density,
+                       "bops": r["bops"], "feasible": bool(r["feasible"]), "density": density,
                        "status": str(r["status"]), "values": r["values"]})
     best_trials = tuner.get_best_trials(1)
     feasible = bool(best_trials)
@@ -1100,19 +1129,25 @@ def _run_search(args) -> int:
         trial = best_trials[0]
         model = tuner.load_model(trial)
         best_path = os.path.join(args.out, "best.tflite")
-        _api("export")(model, best_path, format="standard")
+        bits = tuner.load_bits(trial)
+        if bits is None:
+            _api("export")(model, best_path, format="standard")
+        else:
+            _api("export")(model, best_path, format="standard", quantize="int8",
+                           representative_data=x[:200], weight_bits=bits)
         mapping = tuner.load_mapping(trial)
         best = {"trial_id": trial.trial_id, "accuracy": trial.score, "feasible": feasible,
                 "latency_ms": next((r["latency_ms"] for r in trials
                                     if r["trial_id"] == trial.trial_id), None),
                 "file": best_path, "size_bytes": os.path.getsize(best_path),
-                "values": dict(trial.hyperparameters.values),
+                "values": dict(trial.hyperparameters.values), "weight_bits": bits,
                 "mapping": {k: (None if v is None else v.to_json()) for k, v in mapping.items()}}
         if not feasible:
             _log("no trial met the latency budget; best.tflite is the most accurate one")
     result = {"kind": "npas-search", "dataset": dataset, "train_samples": int(len(x)),
               "validation_samples": int(len(xt)), "epochs": args.epochs,
               "threads": args.threads, "runtime": runtime, "budget_ms": budget,
+              "dtype": table.dtype, "bops_budget": bops_budget,
               "dense_latency_ms": dense_ms, "dense_accuracy": dense_acc, "trials": trials,
               "best": best, "machine": _machine()}
     out_json = os.path.join(args.out, "search.json")

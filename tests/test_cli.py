@@ -398,3 +398,31 @@ def test_search_end_to_end_on_digits(tmp_path, capsys):
         preds.append(int(np.argmax(interp.get_tensor(d_out["index"])[0])))
     acc = float(np.mean(np.array(preds) == yt))
     assert abs(acc - best["accuracy"]) < 0.03  # the exported file is the trial's model
+
+
+def test_search_int8_with_weight_bits_and_bops_budget(tmp_path):
+    """--weight-bits 8,4 --bops-reduction: int8 trials within the BOPs budget, per-layer widths
+    recorded, best.tflite the full-integer export whose weights of 4-bit layers are in -8..7."""
+    pytest.importorskip("keras_tuner")
+    if "search" not in [c.name for c in cli.available_commands()]:
+        pytest.skip("npas_keras.tuner not present")
+    out = tmp_path / "search"
+    r = run_npas("search", "--dataset", "digits", "--trials", "2", "--epochs", "1",
+                 "--budget-fraction", "2", "--weight-bits", "8,4", "--bops-reduction", "40",
+                 "--out", str(out), "--latency-table", str(tmp_path / "lat.json"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(re.findall(r"trial \d/2 .* BOPs", r.stderr)) == 2, r.stderr[-2000:]
+    result = json.loads((out / "search.json").read_text())
+    assert result["dtype"] == "int8" and result["bops_budget"] > 0
+    assert all(t["bops"] <= result["bops_budget"] for t in result["trials"])
+    best = result["best"]
+    assert set(best["weight_bits"].values()) <= {4, 8}
+    import numpy as np
+    from npas_keras.quantization import int8_weight_zeros
+    content = (out / "best.tflite").read_bytes()
+    rows = int8_weight_zeros(content, return_values=True)
+    assert rows and all(r["zero_points"] == {0} for r in rows)
+    if 4 in best["weight_bits"].values():
+        assert any(np.abs(r["values"]).max() <= 8 for r in rows)
+    code = run_npas("search", "--bops-reduction", "10", "--out", str(out)).returncode
+    assert code == 2  # --bops-reduction without --weight-bits

@@ -541,9 +541,10 @@ class NPASTuner(base_tuner.BaseTuner):
             model = hm.build(hp)
             base = dict(hp.values)
             specs = dict(model_layer_specs(model))
-            families = [{name: None for name in specs}] + [
-                map_schemes(model, rate, self.latency_table, block_shapes=blocks)
-                for rate in sorted(hm.rates)]
+            families = itertools.chain(  # lazy: the rules' table lookups only as far as needed
+                [{name: None for name in specs}],
+                (map_schemes(model, rate, self.latency_table, block_shapes=blocks)
+                 for rate in sorted(hm.rates)))
             for mapping in families:
                 values = hm.values_for_mapping(model, mapping, base)
                 if values is None or any(values == v for _, _, v in seeds):
