@@ -8,6 +8,10 @@ epochs and seeds:
   joint  weight_bits=(8, 4): each layer's width is an hp searched with its scheme and rate
   int8   weight_bits=(8,):   pruning only, every layer 8-bit
   int4   weight_bits=(4,):   pruning only, every layer 4-bit
+  sequential  prune first, then pick bits: the int8 search without the BOPs budget, then on its
+         best trial `quantization.select_bits` (greedy BOPs per weight error) lowers layers to
+         4 bits until the BOPs budget is met, and `bits_qat` fine-tunes `--qat-epochs` on those
+         grids (infeasible when even all-4-bit is over the budget)
 
 Every trial: one-shot prune from the pre-trained dense model, `--epochs` of fine-tuning with the
 masks, `--qat-epochs` of `bits_qat` on its grids, then its int8 export is timed. The budgets:
@@ -36,7 +40,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SPACES = {"joint": (8, 4), "int8": (8,), "int4": (4,)}
+SPACES = {"joint": (8, 4), "int8": (8,), "int4": (4,), "sequential": (8,)}
 
 
 def test_accuracy(model_bytes, xt, yt, delegate):
@@ -64,10 +68,12 @@ def run(method, build, dense, data_, args, table, budget_ms, bops_budget, seed, 
     from npas_keras.tuner import NPASTuner
 
     x, y, xv, yv, xt, yt = data_
+    sequential = method == "sequential"
     tuner = NPASTuner(build, objective="val_accuracy", latency_budget_ms=budget_ms,
                       max_trials=args.trials, pretrained=dense, fine_tune_epochs=args.epochs,
                       qat_epochs=args.qat_epochs, weight_bits=SPACES[method],
-                      bops_budget=bops_budget, batch_size=64, latency_table=table,
+                      bops_budget=None if sequential else bops_budget, batch_size=64,
+                      latency_table=table,
                       seed=seed + 1, directory=work, project_name="p",
                       oracle_kwargs={"pool_size": 16, "gp_restarts": 1,
                                      "num_initial_points": min(3, args.trials)})
@@ -83,12 +89,20 @@ def run(method, build, dense, data_, args, table, budget_ms, bops_budget, seed, 
     if trials:
         trial = trials[0]
         model, bits = tuner.load_model(trial), tuner.load_bits(trial)
+        val_accuracy = float(trial.score)
+        latency_ms = float(trial.metrics.get_last_value("latency_ms"))
+        trial_bops = float(trial.metrics.get_last_value("bops"))
+        if sequential:
+            model, bits, val_accuracy, trial_bops = bits_after_search(
+                tuner, trial, model, bops_budget, x, y, xv, yv, args.qat_epochs)
         content = npas_keras.export(model, None, quantize="int8",
                                     representative_data=x[:200], weight_bits=bits)
         timing = compare(content, threads=1, runs=args.runs, warmup=10)
-        best = {"trial_id": trial.trial_id, "val_accuracy": float(trial.score),
-                "latency_ms": float(trial.metrics.get_last_value("latency_ms")),
-                "bops": float(trial.metrics.get_last_value("bops")), "bits": bits,
+        if sequential:
+            latency_ms = tuner.latency_fn(content)
+        best = {"trial_id": trial.trial_id, "val_accuracy": val_accuracy,
+                "latency_ms": latency_ms, "bops": trial_bops, "bits": bits,
+                "feasible": bool(trial_bops <= bops_budget and latency_ms <= budget_ms),
                 "values": dict(trial.hyperparameters.values),
                 "mapping": {k: None if v is None else v.to_json()
                             for k, v in tuner.load_mapping(trial).items()},
@@ -96,6 +110,29 @@ def run(method, build, dense, data_, args, table, budget_ms, bops_budget, seed, 
                 "test_accuracy_litert": test_accuracy(content, xt, yt, False),
                 "file_bytes": len(content), "compare": timing}
     return points, best, int(tuner.oracle.rejected_count)
+
+
+def bits_after_search(tuner, trial, model, bops_budget, x, y, xv, yv, qat_epochs):
+    """The sequential method's second step on the best int8 trial: `select_bits` down to the BOPs
+    budget, then `bits_qat` on those grids from the trial's weights (on their 8-bit grid).
+    Returns (model, bits, val accuracy, BOPs)."""
+    from npas_keras.quantization import bops, bits_qat, select_bits
+    from npas_keras.tuner.tuner import _compile_args
+
+    total = bops(model, 8)["total"]
+    choice = select_bits(model, budget=min(1.0, bops_budget / total), candidates=(8, 4))
+    bits = dict(choice["bits"])
+    model.compile(**_compile_args(tuner.hypermodel.build_dense(trial.hyperparameters)))
+    if qat_epochs:
+        model.fit(x, y, epochs=qat_epochs, batch_size=64, verbose=0,
+                  callbacks=[bits_qat(model, bits)])
+    else:
+        from npas_keras.quantization import apply_bits
+
+        model = apply_bits(model, bits)
+        model.compile(**_compile_args(tuner.hypermodel.build_dense(trial.hyperparameters)))
+    acc = float(model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"])
+    return model, bits, acc, float(bops(model, bits)["total"])
 
 
 def summarize(out):
@@ -147,6 +184,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=200, help="timed invokes of the best file")
     ap.add_argument("--cache", default=None, help="latency cache (default: the user cache)")
     ap.add_argument("--out", default="mixed_search.json")
+    ap.add_argument("--append", action="store_true",
+                    help="add this invocation's runs to --out, with that file's budgets")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if set(methods) - set(SPACES) or args.trials < 1 or args.epochs < 1:
@@ -185,6 +224,11 @@ def main(argv=None):
     bops_fp32 = float(bops(dense, 32)["total"])
     budget_ms = args.budget_fraction * dense_ms
     bops_budget = bops_fp32 / args.bops_reduction
+    previous = None
+    if args.append:
+        with open(args.out) as f:
+            previous = json.load(f)
+        budget_ms, bops_budget = previous["budget_ms"], previous["bops_budget"]
     print(f"dense: val acc {dense_acc:.4f}, int8 {dense_ms:.4f} ms, {bops_fp32:.3g} BOPs fp32; "
           f"budgets {budget_ms:.4f} ms, {bops_budget:.3g} BOPs", file=sys.stderr, flush=True)
     out = {"benchmark": "mixed_search", "machine": table.machine, "dataset": args.dataset,
@@ -198,6 +242,8 @@ def main(argv=None):
                      "int8_latency_ms": dense_ms, "bops_fp32": bops_fp32,
                      "pretrain_epochs": args.pretrain_epochs},
            "runs": []}
+    if previous is not None:
+        out = dict(previous, command=previous["command"] + " ; " + out["command"])
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in methods:
             t0 = time.time()

@@ -83,6 +83,26 @@ def test_no_feasible_configuration_stops_the_search(tmp_path):
     assert proposals == []
 
 
+def test_constraint_and_signature(tmp_path):
+    """`constraint` rejects candidates untrained with its reason; `signature` makes
+    configurations that differ only where the signature does not look duplicates."""
+    def constraint(values):
+        return "odd_c0" if values["c0"] % 2 else None
+
+    def signature(values):  # lr and c5 do not change the "model"
+        return json.dumps({k: v for k, v in values.items() if k not in ("lr", "c5")},
+                          sort_keys=True)
+
+    oracle = make_oracle(budget=12.0, max_trials=20, constraint=constraint, signature=signature)
+    proposals = run_oracle(oracle, 20, tmp_path)
+    assert len(proposals) == 20
+    assert all(p["c0"] % 2 == 0 for p in proposals)
+    assert len({signature(p) for p in proposals}) == len(proposals)
+    assert any(r["reason"] == "odd_c0" for r in oracle._rejected)
+    plain = run_oracle(make_oracle(budget=12.0, max_trials=20), 20, tmp_path, name="plain")
+    assert any(p["c0"] % 2 for p in plain)  # without the constraint odd c0 is proposed
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="acquisition"):
         NPASOracle(objective="score", max_trials=2, acquisition="pi")

@@ -403,3 +403,22 @@ def test_bits_search_arguments_are_checked(tmp_path):
         NPASTuner(build, weight_bits=(8, 2), **common)
     with pytest.raises(ValueError, match="dtype must be"):
         LatencyTable(path=str(tmp_path / "lat.json"), dtype="int4")
+
+
+def test_signature_ignores_hps_the_built_model_does_not_use(tmp_path):
+    """Two configurations that build the same pruned model (conv1 is too small to prune at
+    width 0.5, so its scheme hp changes nothing) share a signature, which the oracle uses as
+    its duplicate check; a real difference changes it."""
+    from npas_keras.tuner import search_cnn
+
+    table = LatencyTable(path=str(tmp_path / "lat.json"), measure_fn=nonzero_weight_proxy_ms,
+                         runtime="fake")
+    tuner = NPASTuner(search_cnn((8, 8, 1), 10, filters=(32, 64), units=64), max_trials=1,
+                      latency_table=table, directory=str(tmp_path / "t"), overwrite=True)
+    assert tuner.oracle.signature == tuner.signature
+    base = {"width": 0.5, "op:block2": "conv3x3", "scheme:fc1": "bcr", "rate:fc1": 0.7}
+    a = dict(base, **{"scheme:conv1:3x3": "bcr", "rate:conv1:3x3": 0.5})
+    b = dict(base, **{"scheme:conv1:3x3": "pattern", "rate:conv1:3x3": 0.9})
+    assert tuner.signature(a) == tuner.signature(b)
+    assert tuner.signature(dict(a, width=1.0)) != tuner.signature(dict(b, width=1.0))
+    assert tuner.signature(a) != tuner.signature(dict(a, **{"rate:fc1": 0.8}))

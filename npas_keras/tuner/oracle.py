@@ -84,13 +84,17 @@ class NPASOracle(oracle_module.Oracle):
         constraint: callable(values dict) -> None when the configuration is allowed, else a
             short reason (e.g. 'over_bops'): an exact check before training (NPASTuner's BOPs
             budget), applied like the latency filter.
+        signature: callable(values dict) -> str, equal for configurations that give the same
+            model (NPASTuner's: the build function's own hps and the schemes and bits the built
+            model gets; hps of layers another architecture has do not count). A candidate
+            with a tried trial's signature is a duplicate. None: the values themselves.
     """
 
     def __init__(self, objective=None, max_trials=10, hyperparameters=None,
                  latency_predictor=None, latency_budget_ms=None, num_initial_points=3,
                  pool_size=32, acquisition="ucb", beta=2.0, learning_rate=0.3,
                  baseline_decay=0.8, temperature=1.0, max_pool_rounds=8, gp_restarts=2,
-                 initial_values=None, constraint=None, allow_new_entries=True,
+                 initial_values=None, constraint=None, signature=None, allow_new_entries=True,
                  tune_new_entries=True, seed=None, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3):
         if acquisition not in ("ucb", "ei"):
@@ -105,6 +109,8 @@ class NPASOracle(oracle_module.Oracle):
         self.latency_predictor = latency_predictor
         self.latency_budget_ms = latency_budget_ms
         self.constraint = constraint
+        self.signature = signature
+        self._signatures = {}        # values hash -> signature
         self.num_initial_points = int(num_initial_points)
         self.pool_size = int(pool_size)
         self.acquisition = acquisition
@@ -208,13 +214,31 @@ class NPASOracle(oracle_module.Oracle):
                 hps.values[hp.name] = values[idx]
         return hps.values
 
+    def _key(self, values):
+        """`signature(values)` (cached), or the values' hash without a signature."""
+        h = self._compute_values_hash(values)
+        if self.signature is None:
+            return h
+        if h not in self._signatures:
+            self._signatures[h] = self.signature(dict(values))
+        return self._signatures[h]
+
+    def _duplicate(self, values):
+        """Tried before: the same values, or (with `signature`) the same model."""
+        if super()._duplicate(values):
+            return True
+        if self.signature is None:
+            return False
+        key = self._key(values)
+        return any(self._key(t.hyperparameters.values) == key for t in self.trials.values())
+
     def _sample_pool(self, rng):
         pool, hashes = [], set()
         attempts = 0
         while len(pool) < self.pool_size and attempts < self.pool_size * 10:
             attempts += 1
             values = self._sample_values(rng)
-            h = self._compute_values_hash(values)
+            h = self._key(values)
             if h in hashes or self._duplicate(values):
                 continue
             hashes.add(h)

@@ -47,6 +47,11 @@ def bits_hp_name(layer_name, spec):
     return scheme_hp_name(layer_name, spec, "bits")
 
 
+def _is_pruning_hp(name):
+    """True for the hps NPASHyperModel adds (block, rate, scheme:*, rate:*, bits:*)."""
+    return name in ("block", "rate") or name.split(":", 1)[0] in ("scheme", "rate", "bits")
+
+
 def _parse_block(text):
     r, c = str(text).lower().split("x")
     return int(r), int(c)
@@ -447,7 +452,7 @@ class NPASTuner(base_tuner.BaseTuner):
         self.bops_budget = None if bops_budget is None else float(bops_budget)
         self.qat_epochs = int(qat_epochs)
         self.representative_data = representative_data
-        self._bops_cache = {}
+        self._candidates = {}
         self.initial_values = [dict(v) for v in (initial_values or [])]
         self.seed_rules = bool(seed_rules)
         self.latency_budget_ms = latency_budget_ms
@@ -477,22 +482,42 @@ class NPASTuner(base_tuner.BaseTuner):
                                 latency_predictor=self._values_predictor,
                                 latency_budget_ms=latency_budget_ms, seed=seed,
                                 **(oracle_kwargs or {}))
-        if isinstance(oracle, NPASOracle) and self.bops_budget is not None:
-            oracle.constraint = self._over_bops
+        if isinstance(oracle, NPASOracle):
+            oracle.signature = self.signature
+            if self.bops_budget is not None:
+                oracle.constraint = self._over_bops
         self._values_predictor.oracle = oracle
         super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
 
-    def predict_bops(self, values):
-        """Exact BOPs per sample of the configuration `values` (cached; see `predicted_bops`)."""
+    def _candidate(self, values):
+        """{"signature", "bops"} of the configuration `values`, from one build (cached)."""
         key = json.dumps(values, sort_keys=True, default=str)
-        if key not in self._bops_cache:
+        if key not in self._candidates:
+            hm = self.hypermodel
             hp = self.oracle.get_space()
             hp.values = dict(values)
-            model = self.hypermodel.build_dense(hp)
-            self._bops_cache[key] = predicted_bops(
-                model, self.hypermodel.mapping(model, values), self.hypermodel.bits(model, values))
-        return self._bops_cache[key]
+            model = hm.build_dense(hp)
+            mapping, bits = hm.mapping(model, values), hm.bits(model, values)
+            own = {k: v for k, v in values.items() if not _is_pruning_hp(k)}
+            signature = json.dumps(
+                [own, {k: None if s is None else s.to_json() for k, s in mapping.items()}, bits],
+                sort_keys=True, default=str)
+            self._candidates[key] = {
+                "signature": signature,
+                "bops": None if bits is None else predicted_bops(model, mapping, bits)}
+        return self._candidates[key]
+
+    def signature(self, values):
+        """A string equal for configurations that build the same pruned model: the build
+        function's own hp values, the per-layer schemes and the bits the built model gets (the
+        oracle's duplicate check: a scheme hp of a layer that is too small at this width, or
+        absent in this architecture, changes nothing)."""
+        return self._candidate(values)["signature"]
+
+    def predict_bops(self, values):
+        """Exact BOPs per sample of the configuration `values` (cached; see `predicted_bops`)."""
+        return self._candidate(values)["bops"]
 
     def _over_bops(self, values):
         """The NPASOracle's constraint: 'over_bops' when `values` exceed the BOPs budget."""
