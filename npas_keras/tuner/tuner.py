@@ -167,7 +167,6 @@ class NPASHyperModel(hm_module.HyperModel):
                 out[name] = Scheme(choice, rate=rate)
         return out
 
-
     def bits(self, model, values):
         """{layer name: weight bits} from a trial's hp values for this (built) model; None when
         the space is float32 (no `weight_bits`)."""
