@@ -11,7 +11,8 @@ epochs and seeds:
   sequential  prune first, then pick bits: the int8 search without the BOPs budget, then on its
          best trial `quantization.select_bits` (greedy BOPs per weight error) lowers layers to
          4 bits until the BOPs budget is met, and `bits_qat` fine-tunes `--qat-epochs` on those
-         grids (infeasible when even all-4-bit is over the budget)
+         grids (infeasible when even all-4-bit is over the budget; a best trial already within
+         the BOPs budget is taken as it is)
 
 Every trial: one-shot prune from the pre-trained dense model, `--epochs` of fine-tuning with the
 masks, `--qat-epochs` of `bits_qat` on its grids, then its int8 export is timed. The budgets:
@@ -122,6 +123,9 @@ def bits_after_search(tuner, trial, model, bops_budget, x, y, xv, yv, qat_epochs
     total = bops(model, 8)["total"]
     choice = select_bits(model, budget=min(1.0, bops_budget / total), candidates=(8, 4))
     bits = dict(choice["bits"])
+    if not choice["steps"]:  # within the budget at 8 bits: the trial itself, no extra epoch
+        trial_bits = tuner.load_bits(trial)
+        return model, trial_bits, float(trial.score), float(bops(model, trial_bits)["total"])
     model.compile(**_compile_args(tuner.hypermodel.build_dense(trial.hyperparameters)))
     if qat_epochs:
         model.fit(x, y, epochs=qat_epochs, batch_size=64, verbose=0,
