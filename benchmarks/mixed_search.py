@@ -74,8 +74,7 @@ def run(method, build, dense, data_, args, table, budget_ms, bops_budget, seed, 
                       max_trials=args.trials, pretrained=dense, fine_tune_epochs=args.epochs,
                       qat_epochs=args.qat_epochs, weight_bits=SPACES[method],
                       bops_budget=None if sequential else bops_budget, batch_size=64,
-                      latency_table=table,
-                      seed=seed + 1, directory=work, project_name="p",
+                      latency_table=table, seed=seed + 1, directory=work, project_name="p",
                       oracle_kwargs={"pool_size": 16, "gp_restarts": 1,
                                      "num_initial_points": min(3, args.trials)})
     tuner.search(x, y, validation_data=(xv, yv), verbose=0)
