@@ -214,22 +214,6 @@ class NPASHyperModel(hm_module.HyperModel):
         return values
 
 
-class ValuesLatencyPredictor:
-    """values dict -> predicted ms: builds the candidate, maps its schemes and asks a
-    model predictor (callable(model, mapping) -> ms, e.g. latency.TablePredictor)."""
-
-    def __init__(self, hypermodel, model_predictor):
-        self.hypermodel = hypermodel
-        self.model_predictor = model_predictor
-        self.oracle = None
-
-    def __call__(self, values):
-        hp = self.oracle.get_space()
-        hp.values = dict(values)
-        model = self.hypermodel.build_dense(hp)
-        return float(self.model_predictor(model, self.hypermodel.mapping(model, values)))
-
-
 def _l1_top(kernel, k, out_axis):
     """Indices (ascending) of the `k` output units of `kernel` with the largest L1 norm."""
     axes = tuple(a for a in range(kernel.ndim) if a != out_axis % kernel.ndim)
@@ -475,51 +459,68 @@ class NPASTuner(base_tuner.BaseTuner):
 
             latency_predictor = TablePredictor(latency_table)
         self.latency_predictor = latency_predictor
-        self._values_predictor = ValuesLatencyPredictor(hm, latency_predictor)
         if oracle is None:
             oracle = NPASOracle(objective=objective, max_trials=max_trials,
-                                latency_predictor=self._values_predictor,
+                                latency_predictor=self.predict_latency,
                                 latency_budget_ms=latency_budget_ms, seed=seed,
                                 **(oracle_kwargs or {}))
         if isinstance(oracle, NPASOracle):
             oracle.signature = self.signature
             if self.bops_budget is not None:
                 oracle.constraint = self._over_bops
-        self._values_predictor.oracle = oracle
         super().__init__(oracle=oracle, hypermodel=hm, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
 
     def _candidate(self, values):
-        """{"signature", "bops"} of the configuration `values`, from one build (cached)."""
+        """{"ms", "signature", "bops"} of the configuration `values`, from one build of it
+        (cached; so is the ValueError of a configuration the space cannot build)."""
         key = json.dumps(values, sort_keys=True, default=str)
         if key not in self._candidates:
             hm = self.hypermodel
             hp = self.oracle.get_space()
             hp.values = dict(values)
-            model = hm.build_dense(hp)
-            mapping, bits = hm.mapping(model, values), hm.bits(model, values)
-            own = {k: v for k, v in values.items() if not _is_pruning_hp(k)}
-            signature = json.dumps(
-                [own, {k: None if s is None else s.to_json() for k, s in mapping.items()}, bits],
-                sort_keys=True, default=str)
-            self._candidates[key] = {
-                "signature": signature,
-                "bops": None if bits is None else predicted_bops(model, mapping, bits)}
-        return self._candidates[key]
+            try:
+                model = hm.build_dense(hp)
+                mapping, bits = hm.mapping(model, values), hm.bits(model, values)
+                ms = float(self.latency_predictor(model, mapping))
+                own = {k: v for k, v in values.items() if not _is_pruning_hp(k)}
+                self._candidates[key] = {
+                    "ms": ms,
+                    "signature": json.dumps(
+                        [own, {k: None if s is None else s.to_json() for k, s in mapping.items()},
+                         bits], sort_keys=True, default=str),
+                    "bops": None if bits is None else predicted_bops(model, mapping, bits)}
+            except ValueError as exc:
+                self._candidates[key] = exc
+        entry = self._candidates[key]
+        if isinstance(entry, ValueError):
+            raise entry
+        return entry
+
+    def predict_latency(self, values):
+        """Predicted ms of the configuration `values` (the NPASOracle's latency predictor: the
+        candidate built, its schemes mapped, `latency_predictor(model, mapping)`); ValueError
+        when the space cannot build it."""
+        return self._candidate(values)["ms"]
 
     def signature(self, values):
         """A string equal for configurations that build the same pruned model: the build
         function's own hp values, the per-layer schemes and the bits the built model gets (the
         oracle's duplicate check: a scheme hp of a layer that is too small at this width, or
-        absent in this architecture, changes nothing)."""
-        return self._candidate(values)["signature"]
+        absent in this architecture, changes nothing). A configuration the space cannot build
+        is its own signature."""
+        try:
+            return self._candidate(values)["signature"]
+        except ValueError:
+            return json.dumps(values, sort_keys=True, default=str)
 
     def predict_bops(self, values):
         """Exact BOPs per sample of the configuration `values` (cached; see `predicted_bops`)."""
         return self._candidate(values)["bops"]
 
     def _over_bops(self, values):
-        """The NPASOracle's constraint: 'over_bops' when `values` exceed the BOPs budget."""
+        """The NPASOracle's constraint: 'over_bops' when `values` exceed the BOPs budget (the
+        oracle asks only after the latency prediction built the configuration)."""
         return "over_bops" if self.predict_bops(values) > self.bops_budget else None
 
     def architectures(self, limit=MAX_SEED_ARCHITECTURES):
