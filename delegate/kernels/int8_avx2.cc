@@ -178,11 +178,66 @@ static inline void Tile(const RowBlockInt8View& v, const int16_t* in, const int3
   }
 }
 
+// One pixel (a batch-1 FC, the GRU's per-step FCs): the accumulators of up to 8 row groups
+// first, then their requantisation as independent vectors. In Tile<1> each group's short quad
+// loop was followed by its requantisation, a ~15-deep dependency chain on 2 vectors.
+static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g1, int8_t* out) {
+  constexpr int kChunk = 8;
+  for (int c0 = g0; c0 < g1; c0 += kChunk) {
+    const int c1 = c0 + kChunk < g1 ? c0 + kChunk : g1;
+    __m256i acc[2 * kChunk];
+    for (int g = c0; g < c1; ++g) {
+      __m256i a0 = _mm256_load_si256((const __m256i*)(v.bias + g * 16));
+      __m256i a1 = _mm256_load_si256((const __m256i*)(v.bias + g * 16 + 8));
+      const int q0 = v.qstart[g], qm = v.qmid[g], q1 = v.qstart[g + 1];
+      for (int q = q0; q < qm; ++q) {
+        int32_t x01, x23;
+        __builtin_memcpy(&x01, in + v.qoffs[4 * q], 4);
+        __builtin_memcpy(&x23, in + v.qoffs[4 * q] + 2, 4);
+        Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
+      }
+      for (int q = qm; q < q1; ++q) {
+        const int32_t* o = v.qoffs + 4 * q;
+        Accumulate((const __m256i*)(v.w16 + 64 * q), Pair(in, o[0], o[1]), Pair(in, o[2], o[3]),
+                   &a0, &a1);
+      }
+      acc[2 * (g - c0)] = a0;
+      acc[2 * (g - c0) + 1] = a1;
+    }
+    const __m256i zp = _mm256_set1_epi32(v.out_zp);
+    const __m256i lo = _mm256_set1_epi32(v.act_min), hi = _mm256_set1_epi32(v.act_max);
+    for (int g = c0; g < c1; ++g) {
+      __m256i r[2];
+      for (int h = 0; h < 2; ++h) {
+        const int o = g * 16 + 8 * h;
+        r[h] = Requant(acc[2 * (g - c0) + h], _mm256_load_si256((const __m256i*)(v.mult + o)),
+                       _mm256_load_si256((const __m256i*)(v.lshift + o)),
+                       _mm256_load_si256((const __m256i*)(v.rshift + o)), zp, lo, hi);
+      }
+      const __m256i s = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8);
+      const __m128i bytes =
+          _mm_packs_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
+      if (nl == 16) {
+        _mm_storeu_si128((__m128i*)(out + g * 16), bytes);
+      } else {
+        alignas(16) int8_t tmp[16];
+        _mm_store_si128((__m128i*)tmp, bytes);
+        for (int l = 0; l < nl; ++l) out[g * 16 + l] = tmp[l];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void RowBlockInt8Avx2(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
                       int p1, int g0, int g1, int8_t* out) {
   const int16_t* in = (const int16_t*)input;  // Int8Input::kS16
+  if (p1 - p0 == 1) {
+    OnePixel(v, in + pb[p0], g0, g1, out + (size_t)p0 * v.rows);
+    return;
+  }
   for (int g = g0; g < g1; ++g) {
     const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
     int p = p0;
