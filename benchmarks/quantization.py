@@ -679,6 +679,48 @@ def models_suite(args, keep=None):
     return doc
 
 
+def retime_suite(args):
+    """--retime: every row of --out (of --models) measured again from its saved .tflite files --
+    accuracy through stock LiteRT and the delegate, latency, vs_fp32_pruned, the npas-format
+    file -- without training or exporting again: how a delegate change moves the same models.
+    Rows whose files are gone stay as they were; the others get "retimed": true."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import accuracy
+    with open(args.out) as f:
+        doc = json.load(f)
+    for kind in args.models:
+        rows = [(i, c) for i, c in enumerate(doc["cases"])
+                if c["model"] == kind and os.path.exists(c.get("file", ""))]
+        dense = [c for _, c in rows if c["variant"] == "dense_fp32"]
+        if not rows or not dense:
+            print(f"--retime: no {kind} rows with their files in {args.out}", flush=True)
+            continue
+        runner = accuracy.Runner(accuracy.parse_args(doc["settings"][kind]["accuracy_py_args"]))
+        for i, row in rows:
+            # the pruned fp32 file of the same compression (pruned_int8_4x -> pruned_fp32_4x)
+            fp32 = (row["file"].replace("_int8", "_fp32").replace("_mixed", "_fp32")
+                    if "vs_fp32_pruned" in row else None)
+            npas = row.get("npas_format", {}).get("file")
+            new = measure_row(
+                kind, row["variant"], row["file"], density=row["density"],
+                weight_bits=row["weight_bits"], bops_total=row["bops"],
+                bops_dense=dense[0]["bops"], keras_accuracy=row["keras_accuracy"],
+                test=(runner.xt, runner.yt), args=args,
+                npas_path=npas if npas and os.path.exists(npas) else None, fp32_path=fp32)
+            doc["cases"][i] = {**row, **new, "retimed": True}
+    doc.setdefault("retimed", []).append({
+        "command": "python " + " ".join(shlex.quote(x) for x in
+                                        ["benchmarks/quantization.py"] + args.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": accuracy.machine(), "load_before": os.getloadavg()[0]})
+    doc["readings"] = readings(doc["cases"])
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, args.out)
+    return doc
+
+
 def table(path):
     """Markdown table of a --suite models JSON (docs/quantization.md, Benchmark)."""
     with open(path) as f:
@@ -755,6 +797,9 @@ def main(argv=None):
                         "variants have plain names, the others a _<c>x suffix)")
     g.add_argument("--append", action="store_true",
                    help="keep the rows of models not in --models from the existing --out")
+    g.add_argument("--retime", action="store_true",
+                   help="measure the rows of --out again from their saved files (no training, "
+                        "no export): after a delegate change")
     args = ap.parse_args(argv)
     args.argv = argv
     if args.suite == "layers":
@@ -765,7 +810,7 @@ def main(argv=None):
         args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                             "results", "quantization_models.json")
         args.runs = args.runs or 100
-        models_suite(args)
+        (retime_suite if args.retime else models_suite)(args)
         print("wrote", args.out)
     return 0
 

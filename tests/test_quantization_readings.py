@@ -75,3 +75,55 @@ def test_repeated_reports_medians(bench):
     r = bench.repeated(lambda: next(runs), 3)
     assert (r["baseline_ms"], r["npas_ms"], r["speedup"]) == (4.0, 1.0, 3.0)
     assert r["speedups"] == [3.0, 2.0, 5.0] and r["max_abs_err"] == 1.0 and r["claimed"] == 1
+
+
+def test_retime_measures_saved_files_again(bench, tmp_path):
+    """--retime: rows whose files exist are measured again (accuracy through stock LiteRT equal
+    to a direct count, fresh timings, "retimed": true); a row whose file is gone is kept as is."""
+    import json
+
+    import numpy as np
+    import tf_keras as keras
+
+    import npas_keras
+    from npas_keras.data import load_digits
+    from npas_keras.runtime import Interpreter
+
+    (x, y), (xt, yt) = load_digits()
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, verbose=0)
+    fp32 = npas_keras.export(model, str(tmp_path / "cnn_pruned_fp32.tflite"))
+    int8 = npas_keras.export(model, str(tmp_path / "cnn_pruned_int8.tflite"), quantize="int8",
+                             representative_data=x[:100])
+    stale = {"model": "cnn", "variant": "pruned_mixed", "file": str(tmp_path / "gone.tflite"),
+             "tflite_accuracy": 0.5}
+    row = {"model": "cnn", "variant": "pruned_int8", "density": 1.0, "weight_bits": 8,
+           "bops": 1000, "keras_accuracy": 0.9, "file": int8, "tflite_accuracy": 0.0,
+           "npas_ms": -1.0, "vs_fp32_pruned": {}, "int8_method": "kept"}
+    dense = dict(row, variant="dense_fp32", file=fp32, weight_bits=32, bops=4000)
+    dense.pop("vs_fp32_pruned")
+    doc = {"command": "train", "settings": {"cnn": {"accuracy_py_args": ["--quick"]}},
+           "cases": [dense, row, stale]}
+    out = tmp_path / "q.json"
+    out.write_text(json.dumps(doc))
+    bench.main(["--suite", "models", "--models", "cnn", "--retime", "--runs", "3",
+                "--out", str(out)])
+    new = json.loads(out.read_text())
+    d, r, s = new["cases"]
+    assert s == stale and new["command"] == "train" and len(new["retimed"]) == 1
+    assert d["retimed"] and r["retimed"] and r["int8_method"] == "kept"
+    interp = Interpreter(int8, delegate=False)
+    interp.allocate_tensors()
+    inp, o = interp.get_input_details()[0], interp.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    correct = 0
+    for i in range(len(xt)):
+        interp.set_tensor(inp["index"], np.clip(np.round(xt[i:i + 1] / scale + zp), -128,
+                                                127).astype(np.int8))
+        interp.invoke()
+        correct += int(interp.get_tensor(o["index"])[0].argmax() == yt[i])
+    assert r["tflite_accuracy"] == round(correct / len(xt), 6) > 0.5
+    assert r["npas_ms"] > 0 and r["baseline_ms"] > 0 and r["vs_fp32_pruned"]["fp32_npas_ms"] > 0
+    assert r["bops_reduction_vs_dense_fp32"] == 4.0
