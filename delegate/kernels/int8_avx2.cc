@@ -178,9 +178,10 @@ static inline void Tile(const RowBlockInt8View& v, const int16_t* in, const int3
   }
 }
 
-// One pixel (a batch-1 FC, the GRU's per-step FCs): the accumulators of up to 8 row groups
-// first, then their requantisation as independent vectors. In Tile<1> each group's short quad
-// loop was followed by its requantisation, a ~15-deep dependency chain on 2 vectors.
+// One pixel (a batch-1 FC, the GRU's per-step FCs, the 1-3 pixels after the tiles of 4): the
+// accumulators of up to 8 row groups first, then their requantisation as independent vectors.
+// Done per group (a Tile<1>), each group's short quad loop ended in a ~15-deep dependency chain
+// on 2 vectors.
 static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g1, int8_t* out) {
   constexpr int kChunk = 8;
   for (int c0 = g0; c0 < g1; c0 += kChunk) {
@@ -234,16 +235,12 @@ static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g
 void RowBlockInt8Avx2(const RowBlockInt8View& v, const void* input, const int32_t* pb, int p0,
                       int p1, int g0, int g1, int8_t* out) {
   const int16_t* in = (const int16_t*)input;  // Int8Input::kS16
-  if (p1 - p0 == 1) {
-    OnePixel(v, in + pb[p0], g0, g1, out + (size_t)p0 * v.rows);
-    return;
-  }
-  for (int g = g0; g < g1; ++g) {
+  const int p4 = p0 + (p1 - p0) / 4 * 4;  // tiles of 4 pixels, then the 0-3 left one by one
+  for (int g = g0; g < g1 && p4 > p0; ++g) {
     const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
-    int p = p0;
-    for (; p + 4 <= p1; p += 4) Tile<4>(v, in, pb, p, g, out, nl);
-    for (; p < p1; ++p) Tile<1>(v, in, pb, p, g, out, nl);
+    for (int p = p0; p < p4; p += 4) Tile<4>(v, in, pb, p, g, out, nl);
   }
+  for (int p = p4; p < p1; ++p) OnePixel(v, in + pb[p], g0, g1, out + (size_t)p * v.rows);
 }
 
 // ---- pixel lanes (int8_internal.h, LanesInt8View) ----------------------------------------------
