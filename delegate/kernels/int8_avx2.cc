@@ -113,6 +113,21 @@ static inline int32_t Pair(const int16_t* x, int32_t o0, int32_t o1) {
   return (int32_t)((uint32_t)(uint16_t)x[o0] | ((uint32_t)(uint16_t)x[o1] << 16));
 }
 
+// Accumulate with the quad's weights read as int8 (w8: w16's order), widened in registers:
+// half the bytes for 4 more instructions.
+static inline void Accumulate8(const int8_t* w, int32_t x01, int32_t x23, __m256i* acc0,
+                               __m256i* acc1) {
+  const __m256i a = _mm256_set1_epi32(x01), c = _mm256_set1_epi32(x23);
+  const __m256i w0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)w));
+  const __m256i w1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 16)));
+  const __m256i w2 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 32)));
+  const __m256i w3 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 48)));
+  *acc0 = _mm256_add_epi32(*acc0, _mm256_add_epi32(_mm256_madd_epi16(w0, a),
+                                                   _mm256_madd_epi16(w1, c)));
+  *acc1 = _mm256_add_epi32(*acc1, _mm256_add_epi32(_mm256_madd_epi16(w2, a),
+                                                   _mm256_madd_epi16(w3, c)));
+}
+
 // One quad for one pixel: columns (0, 1) in x01, (2, 3) in x23, as int16 pairs.
 static inline void Accumulate(const __m256i* w, int32_t x01, int32_t x23, __m256i* acc0,
                               __m256i* acc1) {
@@ -182,6 +197,7 @@ static inline void Tile(const RowBlockInt8View& v, const int16_t* in, const int3
 // accumulators of up to 8 row groups first, then their requantisation as independent vectors.
 // Done per group (a Tile<1>), each group's short quad loop ended in a ~15-deep dependency chain
 // on 2 vectors.
+template <bool kInt8Weights>
 static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g1, int8_t* out) {
   constexpr int kChunk = 8;
   for (int c0 = g0; c0 < g1; c0 += kChunk) {
@@ -195,12 +211,18 @@ static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g
         int32_t x01, x23;
         __builtin_memcpy(&x01, in + v.qoffs[4 * q], 4);
         __builtin_memcpy(&x23, in + v.qoffs[4 * q] + 2, 4);
-        Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
+        if (kInt8Weights)
+          Accumulate8(v.w8 + 64 * q, x01, x23, &a0, &a1);
+        else
+          Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
       }
       for (int q = qm; q < q1; ++q) {
         const int32_t* o = v.qoffs + 4 * q;
-        Accumulate((const __m256i*)(v.w16 + 64 * q), Pair(in, o[0], o[1]), Pair(in, o[2], o[3]),
-                   &a0, &a1);
+        const int32_t x01 = Pair(in, o[0], o[1]), x23 = Pair(in, o[2], o[3]);
+        if (kInt8Weights)
+          Accumulate8(v.w8 + 64 * q, x01, x23, &a0, &a1);
+        else
+          Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
       }
       acc[2 * (g - c0)] = a0;
       acc[2 * (g - c0) + 1] = a1;
@@ -240,7 +262,12 @@ void RowBlockInt8Avx2(const RowBlockInt8View& v, const void* input, const int32_
     const int nl = v.rows - g * 16 < 16 ? v.rows - g * 16 : 16;
     for (int p = p0; p < p4; p += 4) Tile<4>(v, in, pb, p, g, out, nl);
   }
-  for (int p = p4; p < p1; ++p) OnePixel(v, in + pb[p], g0, g1, out + (size_t)p * v.rows);
+  for (int p = p4; p < p1; ++p) {
+    if (v.w8)
+      OnePixel<true>(v, in + pb[p], g0, g1, out + (size_t)p * v.rows);
+    else
+      OnePixel<false>(v, in + pb[p], g0, g1, out + (size_t)p * v.rows);
+  }
 }
 
 // ---- pixel lanes (int8_internal.h, LanesInt8View) ----------------------------------------------

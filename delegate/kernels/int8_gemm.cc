@@ -83,13 +83,14 @@ double BestMs(const std::function<void()>& fn, double budget_ms, double bar_ms) 
 struct RowBlockWeights {
   std::vector<int32_t> qstart, qmid, qoffs, wbeg, woff, wqend;
   std::vector<uint32_t> qidx;
-  Aligned w, w16;
+  Aligned w, w16, w8;
+  bool wants_w8 = false;
   size_t wbytes = 0;
   std::vector<int64_t> row_sum;  // sum of each row's weights (folded into the bias)
   std::vector<int8_t> source;    // the weights and offsets packed (the cache compares them)
   std::vector<int32_t> source_offsets;
   bool ok(const RowBlockInt8Kernel& k) const {
-    return w.p && (k.input != Int8Input::kS16 || w16.p);
+    return w.p && (k.input != Int8Input::kS16 || (w16.p && (w8.p || !wants_w8)));
   }
 };
 
@@ -221,6 +222,17 @@ std::shared_ptr<const RowBlockWeights> PackRowBlockWeights(const GemmInt8Desc& d
               for (int j = 0; j < 2; ++j)
                 w16[64 * q + 32 * h + 16 * pr + 2 * l + j] = w[64 * q + 4 * (8 * h + l) + 2 * pr + j];
     P.wbytes += w.size() * 2;
+    // With one pixel every weight is read once per call: from L2 or beyond, bytes are the cost.
+    // Large layers also get w16's values as int8 (same order) for the one-pixel path (FC
+    // 1024x1024 at 1/8, batch 1, 262 KB of int16: 1.3x faster; the GRU's 12-24 KB FCs: 1-3 %
+    // slower, so they keep int16).
+    P.wants_w8 = w.size() * 2 >= kOnePixelInt8WeightBytes;
+    if (P.wants_w8) {
+      P.w8 = Aligned(w.size());
+      if (P.w8.p && w16)
+        for (size_t i = 0; i < w.size(); ++i) ((int8_t*)P.w8.p)[i] = (int8_t)w16[i];
+      P.wbytes += w.size();
+    }
   }
   return pw;
 }
@@ -280,6 +292,7 @@ class RowBlockInt8 : public PackedGemmInt8 {
     v_.qoffs = P.qoffs.data();
     v_.w = (const int8_t*)P.w.p;
     v_.w16 = (const int16_t*)P.w16.p;
+    v_.w8 = (const int8_t*)P.w8.p;
     v_.wbeg = P.wbeg.data();
     v_.woff = P.woff.data();
     v_.wqend = P.wqend.data();

@@ -44,6 +44,7 @@ struct RowBlockInt8View {
   const int32_t* qoffs = nullptr;   // [nquads * 4]
   const int8_t* w = nullptr;        // [nquads * 64], 64-byte aligned
   const int16_t* w16 = nullptr;     // [nquads * 64], AVX2 only (else null)
+  const int8_t* w8 = nullptr;       // [nquads * 64] or null: w16 as int8 (AVX2, large layers)
   const int32_t* wbeg = nullptr;    // [ngroups + 1]
   const int32_t* woff = nullptr;    // [nwindows]
   const int32_t* wqend = nullptr;   // [nwindows]
@@ -58,6 +59,7 @@ struct RowBlockInt8View {
 typedef void (*RowBlockInt8Fn)(const RowBlockInt8View& v, const void* in,
                                const int32_t* pixel_base, int p0, int p1, int g0, int g1,
                                int8_t* out);
+constexpr size_t kOnePixelInt8WeightBytes = 64 * 1024;  // AVX2 w16 size from which w8 is packed
 constexpr int kInt8PixelTile = 8;  // runners split pixels on multiples of it (kernels take any range)
 constexpr int kWindowSpan = 64;    // elements of one gather window (one zmm of u8)
 constexpr int kWindowSlack = 64;   // readable elements past the input's end (window loads)

@@ -377,6 +377,8 @@ int main() {
   Layer fc; fc.name = "fc 40x70 b3"; fc.fc = true; fc.n = 3; fc.cin = 70; fc.cout = 40; add(fc);
   Layer fc1 = fc; fc1.name = "fc 33x64 b1"; fc1.n = 1; fc1.cin = 64; fc1.cout = 33; add(fc1);
   Layer fc2 = fc1; fc2.name = "fc 150x44 b1 (two chunks of row groups)"; fc2.cin = 44; fc2.cout = 150; add(fc2);
+  // >= kOnePixelInt8WeightBytes of int16 weights: the AVX2 one-pixel path reads them as int8
+  Layer fc3 = fc1; fc3.name = "fc 136x1030 b1 (int8 weights)"; fc3.cin = 1030; fc3.cout = 136; add(fc3);
   Layer c1; c1.name = "conv1x1 24->40 7x9"; c1.h = 7; c1.w = 9; c1.cin = 24; c1.cout = 40; add(c1);
   Layer c3; c3.name = "conv3x3 same 16->20 8x8"; c3.h = 8; c3.w = 8; c3.cin = 16; c3.cout = 20; c3.kh = c3.kw = 3; c3.same = true; add(c3);
   Layer c3s = c3; c3s.name = "conv3x3 s2 same 12->32 9x7"; c3s.h = 9; c3s.w = 7; c3s.cin = 12; c3s.cout = 32; c3s.sh = c3s.sw = 2; add(c3s);
