@@ -180,11 +180,13 @@ def tflite_accuracy(model_bytes, x, y, delegate, threads=1):
     return correct / len(xs), (delegate_stats(interp) if delegate else None)
 
 
-def _timing(model_bytes, x1, args, options=None):
+def _timing(model_bytes, x1, args, options=None, baseline_model_content=None):
     from npas_keras.runtime.benchmark import compare
-    r = compare(model_bytes, inputs=[x1], threads=args.threads, runs=args.runs,
-                delegate_options=options)
-    return {k: r[k] for k in ("baseline_ms", "npas_ms", "speedup", "max_abs_err", "claimed")}
+    r = repeated(lambda: compare(model_bytes, inputs=[x1], threads=args.threads, runs=args.runs,
+                                 delegate_options=options,
+                                 baseline_model_content=baseline_model_content), args.repeat)
+    keys = ("baseline_ms", "npas_ms", "speedup", "max_abs_err", "claimed")
+    return {k: r[k] for k in keys + (("speedups",) if args.repeat > 1 else ())}
 
 
 def npas_vs_npas(a_bytes, b_bytes, x, args):
@@ -220,6 +222,8 @@ def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_d
     4-bit): its size, its accuracy through the delegate (the only runtime that runs it) and its
     delegate latency against stock LiteRT on the standard file, interleaved. fp32_path: the
     pruned fp32 model, timed through the delegate interleaved with this one (vs_fp32_pruned)."""
+    import statistics
+
     from npas_keras.runtime import Interpreter
     with open(path, "rb") as f:
         model_bytes = f.read()
@@ -242,20 +246,23 @@ def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_d
            "file": path, "file_bytes": os.path.getsize(path), **extra}
     if fp32_path:
         with open(fp32_path, "rb") as f:
-            v = npas_vs_npas(model_bytes, f.read(), x_test[:1], args)
+            fp32_bytes = f.read()
+        vs = [npas_vs_npas(model_bytes, fp32_bytes, x_test[:1], args)
+              for _ in range(args.repeat)]
+        v = {k: statistics.median(r[k] for r in vs) for k in ("a_ms", "b_ms", "speedup")}
         row["vs_fp32_pruned"] = {"npas_ms": v["a_ms"], "fp32_npas_ms": v["b_ms"],
-                                 "speedup": v["speedup"], "runs": v["runs"]}
+                                 "speedup": v["speedup"], "runs": args.runs,
+                                 **({"speedups": [r["speedup"] for r in vs]}
+                                    if args.repeat > 1 else {})}
         print(f"{row['name']:<20} vs pruned fp32, both through the delegate, interleaved: "
               f"{v['a_ms']:.3f} vs {v['b_ms']:.3f} ms (x{v['speedup']:.2f})", flush=True)
     if npas_path:
         with open(npas_path, "rb") as f:
             npas_bytes = f.read()
-        from npas_keras.runtime.benchmark import compare
         try:
             acc_c, stats_c = tflite_accuracy(npas_bytes, x_test, y_test, delegate=True,
                                              threads=args.threads)
-            r = compare(npas_bytes, inputs=[x1], threads=args.threads, runs=args.runs,
-                        baseline_model_content=model_bytes)
+            r = _timing(npas_bytes, x1, args, baseline_model_content=model_bytes)
         except Exception as e:  # noqa: BLE001 - recorded in the row, the suite goes on
             row["npas_format"] = {"file": npas_path, "file_bytes": len(npas_bytes),
                                   "error": f"{type(e).__name__}: {e}"[:2000]}
@@ -267,7 +274,7 @@ def measure_row(kind, variant, path, *, density, weight_bits, bops_total, bops_d
             "file": npas_path, "file_bytes": len(npas_bytes),
             "tflite_accuracy_npas": round(acc_c, 6),
             "claimed_by_kernel": stats_c["claimed_by_kernel"],
-            **{k: r[k] for k in ("baseline_ms", "npas_ms", "speedup", "max_abs_err", "claimed")}}
+            **r}
         print(f"{row['name'] + ' npas':<20} acc (npas) {acc_c:.4f}  {len(npas_bytes)} B  "
               f"xnnpack (standard file) {r['baseline_ms']:.3f} ms  npas {r['npas_ms']:.3f} ms "
               f"(x{r['speedup']:.2f}, claimed {r['claimed']})", flush=True)
@@ -773,7 +780,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=None, help="timed runs (layers 30, models 100)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1,
-                    help="layers: compare() runs per case; medians are reported")
+                    help="compare() runs per case (models: per timing); medians are reported")
     ap.add_argument("--quick", action="store_true",
                     help="layers: FC only, 10 runs; models: scikit-learn digits, small models")
     g = ap.add_argument_group("--suite models")
