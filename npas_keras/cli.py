@@ -1031,6 +1031,9 @@ def _search_args(p):
     p.add_argument("--bops-reduction", type=float, default=None, metavar="R",
                    help="with --weight-bits: BOPs budget = the dense float32 model's BOPs / R "
                         "(e.g. 64)")
+    p.add_argument("--power-of-two", action="store_true",
+                   help="with --weight-bits: power-of-two quantization steps (DJPQ), kept by "
+                        "the int8 export")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="DIR", default="npas-search-out",
                    help="output directory: search.json, best.tflite, tuner state "
@@ -1047,6 +1050,8 @@ def _run_search(args) -> int:
         raise UsageError(f"--budget-fraction must be positive, got {args.budget_fraction}")
     if args.bops_reduction is not None and not (args.weight_bits and args.bops_reduction > 0):
         raise UsageError("--bops-reduction needs --weight-bits and must be positive")
+    if args.power_of_two and not args.weight_bits:
+        raise UsageError("--power-of-two needs --weight-bits")
     dataset = data.default_dataset_name() if args.dataset == "auto" else args.dataset
     (x, y), (xt, yt) = data.load(dataset)
     if args.train_samples:
@@ -1107,6 +1112,7 @@ def _run_search(args) -> int:
                            latency_table=table, threads=args.threads, seed=args.seed,
                            directory=args.out, project_name="tuner", overwrite=True,
                            weight_bits=args.weight_bits, bops_budget=bops_budget,
+                           power_of_two=args.power_of_two,
                            oracle_kwargs={"pool_size": 16, "gp_restarts": 0})
     tuner.search(x, y, validation_data=(xt, yt), verbose=0)
 
@@ -1148,6 +1154,7 @@ def _run_search(args) -> int:
               "validation_samples": int(len(xt)), "epochs": args.epochs,
               "threads": args.threads, "runtime": runtime, "budget_ms": budget,
               "dtype": table.dtype, "bops_budget": bops_budget,
+              "power_of_two": bool(args.power_of_two),
               "dense_latency_ms": dense_ms, "dense_accuracy": dense_acc, "trials": trials,
               "best": best, "machine": _machine()}
     out_json = os.path.join(args.out, "search.json")

@@ -42,19 +42,31 @@ def test_int4_packing_rejects_out_of_range():
             fmt.pack_int4(np.array(bad))
 
 
-def test_int4_grid_recovers_apply_bits_weights():
+def test_weight_grid_recovers_apply_bits_weights():
     from npas_keras.quantization import fake_quantize
     rng = np.random.default_rng(0)
     w = rng.normal(size=(24, 10)).astype(np.float32) * (rng.random((24, 10)) < 0.4)
     w[:, 3] = 0                                    # an all-zero output channel (Keras last axis)
     for pot in (False, True):
         q = fake_quantize(w, 4, power_of_two=pot)  # Keras [in, out]
-        k, s = fmt.int4_grid(q.T)
+        k, s = fmt.weight_grid(q.T, 4)
         np.testing.assert_allclose(k * s[:, None], q.T, rtol=1e-6, atol=0)
         assert k.min() >= -8 and k.max() <= 7 and s[3] == 0
         np.testing.assert_array_equal(k == 0, q.T == 0)
     with pytest.raises(ValueError, match="output channel 0 is not on a 4-bit grid"):
-        fmt.int4_grid(w.T + np.float32(0.01))
+        fmt.weight_grid(w.T + np.float32(0.01), 4)
+    for pot in (False, True):                      # 8 bits: k in [-127, 127]
+        q = fake_quantize(w, 8, power_of_two=pot)
+        k, s = fmt.weight_grid(q.T, 8)
+        np.testing.assert_allclose(k * s[:, None], q.T, rtol=1e-6, atol=0)
+        assert k.min() >= -127 and s[3] == 0
+        live = s > 0
+        if pot:                                    # the power-of-two steps themselves
+            assert np.all(np.log2(s[live]) == np.round(np.log2(s[live])))
+        else:                                      # the converter's max|w| / 127 grid
+            assert np.all(np.abs(k[live]).max(axis=1) == 127)
+    with pytest.raises(ValueError, match="output channel 0 is not on a 8-bit grid"):
+        fmt.weight_grid(w.T + np.float32(0.01), 8)
 
 
 # --- the C++ decoder (ctypes shim) against the Python reference on quantized ops -------------
@@ -407,3 +419,56 @@ def test_4bit_depthwise_and_conv_bit_exact_to_stock_reference():
     got = _run(it, x[:10])
     assert delegate_stats(it)["claimed"] == 2
     np.testing.assert_array_equal(got, _run(_stock(std4), x[:10]))
+
+
+def test_8bit_power_of_two_grid_kept_at_export(digits_models):
+    """An 8-bit layer on a power-of-two grid (apply_bits / bits_qat, power_of_two=True) is
+    stored as its own k and 2^e scales, so the file's weights are the Keras weights exactly
+    (the converter alone re-rounds them to max|w| / 127); 8-bit layers on the converter's grid
+    and a 4-bit layer beside them export as before."""
+    import npas_keras
+    from npas_keras.export import flatbuffer as fb
+    from npas_keras.quantization import apply_bits
+    from npas_keras.runtime import Interpreter
+    bits = {"conv": 8, "fc1": 4, "fc2": 8}
+    m = apply_bits(digits_models["model4"], bits, power_of_two=True)
+    exp = dict(quantize="int8", representative_data=digits_models["x"])
+
+    def weights(content):   # {layer: (dequantized GEMM view, scales)}
+        model, raw = fb.load_model(content)
+        by_op = {(r["subgraph"], r["op_index"]): r["layer"]
+                 for r in npas_keras.inspect(content)}
+        out = {}
+        for e in fb.weight_ops(model, raw):
+            w = fmt.gemm_view(e["kind"], fb.constant_array(model, raw, e["tensor"]))
+            s = fb.weight_scales(e, w.shape[0])
+            out[by_op[(e["subgraph"], e["op_index"])]] = (w * s[:, None], s)
+        return out
+
+    kept, plain = weights(npas_keras.export(m, None, weight_bits=bits, **exp)), \
+        weights(npas_keras.export(m, None, **exp))
+    for layer in ("conv", "fc1", "fc2"):
+        keras_w = npas_keras.export.converter._keras_gemm(m.get_layer(layer))
+        w, s = kept[layer]
+        np.testing.assert_allclose(w, keras_w, rtol=1e-6, atol=0)          # exactly the model
+        if bits[layer] == 8:
+            amax = np.abs(keras_w).max(axis=1)
+            live = amax > 0
+            # each row's step is a power of two, or max|w| / 127 where that grid fits too (a row
+            # of one weight, or of weights of equal size, lies on both)
+            pow2 = np.log2(s[live]) == np.round(np.log2(s[live]))
+            assert np.all(pow2 | np.isclose(s[live], amax[live] / 127, rtol=1e-6, atol=0))
+            assert pow2.mean() > 0.5
+            # the converter's own rounding moves these weights
+            assert not np.allclose(plain[layer][0], keras_w, rtol=1e-6, atol=0)
+    # on the converter's grid (no power of two) nothing changes
+    m2 = apply_bits(digits_models["model4"], {"conv": 8, "fc1": 8, "fc2": 8})
+    a = weights(npas_keras.export(m2, None, weight_bits={"fc2": 8}, **exp))
+    b = weights(npas_keras.export(m2, None, **exp))
+    for layer in a:
+        np.testing.assert_array_equal(a[layer][1], b[layer][1])
+    # the rescaled int32 biases keep the model: the delegate agrees with Keras on the digits
+    x = digits_models["x"]
+    it = Interpreter(model_content=npas_keras.export(m, None, weight_bits=bits, **exp))
+    got = _run(it, x).argmax(1)
+    assert np.mean(got == m.predict(x, verbose=0).argmax(1)) >= 0.9

@@ -152,8 +152,9 @@ def _constant_bytes(data):
 
 
 def test_gru_export_holds_apply_bits_weights():
-    """int8 export of apply_bits(8) and weight_bits=4 export of apply_bits(4): every unrolled
-    FULLY_CONNECTED of the GRU holds exactly the weights apply_bits simulated (so the Keras
+    """int8 export of apply_bits(8), weight_bits=4 export of apply_bits(4) and weight_bits=8
+    export of apply_bits(8, power_of_two=True): every unrolled FULLY_CONNECTED of the GRU holds
+    exactly the weights apply_bits simulated (so the Keras
     accuracy of the copy is that of the file, up to activation quantization), 4-bit values in
     [-8, 7]; the 4-bit file runs (stock LiteRT reference kernels and the npas delegate agree
     to a few LSB) and classifies like the Keras 4-bit model."""
@@ -166,12 +167,16 @@ def test_gru_export_holds_apply_bits_weights():
     m = _rnn_model("GRU", units=8, unroll=True, batch_size=1)     # as exported: unrolled, b1
     m.set_weights(trained.get_weights())
     stored = {}
-    for bits in (8, 4):
-        mq = q.apply_bits(m, {"rnn": bits})
-        wb = {"rnn": 4} if bits == 4 else None
+    # 8 bits on the converter's grid, 4 bits, and 8 bits on power-of-two steps (which the
+    # converter alone would round to its own max|w| / 127 grid: weight_bits keeps them)
+    for bits, pot in ((8, False), (4, False), (8, True)):
+        mq = q.apply_bits(m, {"rnn": bits}, power_of_two=pot)
+        wb = {"rnn": bits} if bits == 4 or pot else None
         data = npas_keras.export(mq, None, quantize="int8", representative_data=x[:64],
                                  weight_bits=wb)
-        stored[bits] = _constant_bytes(data)
+        stored[bits, pot] = _constant_bytes(data)
+        if bits == 4:
+            data4, mq4 = data, mq
         cell = mq.get_layer("rnn").cell
         refs = (cell.kernel.numpy().T, cell.recurrent_kernel.numpy().T)   # both [24, 8] here:
         ops = _tflite_gru_weights(data, 8)                                # told apart by value
@@ -189,14 +194,14 @@ def test_gru_export_holds_apply_bits_weights():
         assert which.count(0) == 8 and which.count(1) == 7
     # requantized per-step biases that come out equal share a buffer again, as the converter
     # had them: the 4-bit file stores no more constant bytes than the 8-bit one
-    assert stored[4] <= stored[8], stored
+    assert stored[4, False] <= stored[8, False], stored
     # the 4-bit file through stock LiteRT (reference kernels) and the delegate
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     n = 60
     outs = []
-    for it in (litert.Interpreter(model_content=data, experimental_op_resolver_type=litert
+    for it in (litert.Interpreter(model_content=data4, experimental_op_resolver_type=litert
                                   .OpResolverType.BUILTIN_REF),
-               Interpreter(model_content=data, delegate=True)):
+               Interpreter(model_content=data4, delegate=True)):
         it.allocate_tensors()
         i, o = it.get_input_details()[0], it.get_output_details()[0]
         sc, zp = i["quantization"]
@@ -212,7 +217,7 @@ def test_gru_export_holds_apply_bits_weights():
     assert np.mean(outs[0].argmax(1) == outs[1].argmax(1)) >= 0.95
     o = it.get_output_details()[0]
     logits = (outs[0] - o["quantization"][1]) * o["quantization"][0]
-    keras_logits = mq.predict(xt[:n], verbose=0, batch_size=1)
+    keras_logits = mq4.predict(xt[:n], verbose=0, batch_size=1)
     assert np.mean(logits.argmax(1) == keras_logits.argmax(1)) >= 0.9
 
 

@@ -319,11 +319,12 @@ def _hand_bops(model, bits):
 
 
 def test_joint_bits_and_pruning_search_on_digits(tmp_path):
-    """weight_bits=(8, 4) with a BOPs budget: each layer's bit width is an hp searched with its
-    scheme and rate; every trial is within the budget (BOPs counted here by hand), its kernels
-    lie on their bit grids and keep the schemes' zeros, and its latency is measured on the int8
-    export of exactly that model (the file the best trial re-exports to, byte for byte), which
-    the delegate runs in agreement with Keras."""
+    """weight_bits=(8, 4) with a BOPs budget and power-of-two steps: each layer's bit width is
+    an hp searched with its scheme and rate; every trial is within the budget (BOPs counted
+    here by hand), its kernels lie on their power-of-two bit grids and keep the schemes' zeros,
+    and its latency is measured on the int8 export of exactly that model (the file the best
+    trial re-exports to, byte for byte, holding those weights exactly), which the delegate
+    runs in agreement with Keras."""
     from keras_tuner import HyperParameters
 
     import npas_keras
@@ -345,6 +346,7 @@ def test_joint_bits_and_pruning_search_on_digits(tmp_path):
 
     tuner = NPASTuner(build, max_trials=3, pretrained=dense, latency_table=table,
                       latency_fn=latency_fn, weight_bits=(8, 4), bops_budget=budget,
+                      power_of_two=True,
                       rates=(0.5, 0.8), block_shapes=("16x16",), batch_size=64, seed=1, directory=str(tmp_path), project_name="bits",
                       oracle_kwargs={"pool_size": 8, "gp_restarts": 0})
     names = [h.name for h in tuner.oracle.get_space().space]
@@ -363,7 +365,8 @@ def test_joint_bits_and_pruning_search_on_digits(tmp_path):
             kernel = by_name[name].weights[0].numpy()
             depthwise = "depthwise" in name
             np.testing.assert_array_equal(
-                fake_quantize(kernel, bits[name], depthwise=depthwise), kernel, err_msg=name)
+                fake_quantize(kernel, bits[name], depthwise=depthwise, power_of_two=True),
+                kernel, err_msg=name)
             if scheme is not None:
                 from npas_keras.layers.views import prunable_weights
 
@@ -377,6 +380,16 @@ def test_joint_bits_and_pruning_search_on_digits(tmp_path):
                                  weight_bits=bits)
     index = sorted(trials).index(trial.trial_id)
     assert exported == measured[index]
+    from npas_keras.export import flatbuffer as fb
+    from npas_keras.export import format as fmt
+    from npas_keras.export.converter import _keras_gemm
+    tm, raw = fb.load_model(exported)
+    layers = {(r["subgraph"], r["op_index"]): r["layer"] for r in npas_keras.inspect(exported)}
+    for e in fb.weight_ops(tm, raw):          # the file holds the trained weights exactly
+        w = fmt.gemm_view(e["kind"], fb.constant_array(tm, raw, e["tensor"]))
+        deq = w * fb.weight_scales(e, w.shape[0])[:, None]
+        ref = _keras_gemm(model.get_layer(layers[(e["subgraph"], e["op_index"])]))
+        np.testing.assert_allclose(deq, ref, rtol=1e-6, atol=0)
     interp = npas_keras.Interpreter(model_content=exported)
     interp.allocate_tensors()
     d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -399,6 +412,8 @@ def test_bits_search_arguments_are_checked(tmp_path):
         NPASTuner(build, weight_bits=(8, 4), **common)
     with pytest.raises(ValueError, match="bops_budget needs weight_bits"):
         NPASTuner(build, bops_budget=1e6, **common)
+    with pytest.raises(ValueError, match="power_of_two needs weight_bits"):
+        NPASTuner(build, power_of_two=True, **common)
     with pytest.raises(ValueError, match="subset of \\(8, 4\\)"):
         NPASTuner(build, weight_bits=(8, 2), **common)
     with pytest.raises(ValueError, match="dtype must be"):

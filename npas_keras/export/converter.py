@@ -30,7 +30,10 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         `quantization.select_bits`); layers not named stay 8-bit. A 4-bit layer's kernel must
         already lie on a 4-bit grid k * s per output channel (`quantization.apply_bits`); it is
         stored as int8 k with scale s (same real weights) in the standard format and packed two
-        weights per byte in the npas format. A layer off the grid raises ValueError.
+        weights per byte in the npas format. A layer off the grid raises ValueError. An
+        8-bit layer whose kernel lies on an 8-bit grid other than the converter's
+        max|w| / 127 (`apply_bits` / `bits_qat` with power_of_two=True) is likewise stored as
+        its own k and s, so the file holds the trained weights exactly.
         GRU / LSTM / SimpleRNN layers take 4 bits too (kernel and recurrent kernel): their
         FULLY_CONNECTED ops (unrolled: one per time step, all reading one weight tensor) get
         int8 k with scale s; a tensor read by several ops stays builtin in both formats.
@@ -54,11 +57,11 @@ def export(model, path=None, format="standard", representative_data=None, quanti
         model = strip(model)
         check_model(model, "stripped model")
     schemes = getattr(model, "npas_schemes", None) or schemes or {}
-    grids = _int4_grids(model, bits) if bits else {}     # refuses off-grid layers up front
+    grids = _weight_grids(model, bits) if bits else {}   # refuses off-grid 4-bit layers up front
     tflite = _convert(model, representative_data, quantize)
     op_info = _match_layers(model, tflite, schemes)
     if bits:
-        _attach_int4_grids(tflite, op_info, bits, grids, schemes)
+        _attach_grids(tflite, op_info, bits, grids, schemes)
     model_bytes, _ = fb.analyze_and_rewrite(tflite, op_info, npas=(format == "npas"),
                                             export_format=format)
     if path is None:
@@ -99,11 +102,14 @@ def _rnn_cell(layer):
     return None
 
 
-def _int4_grids(model, bits):
-    """{layer: {"k", "scales", "bias"}} for the layers `bits` gives 4 bits, from their Keras
-    kernels (format.int4_grid); a recurrent layer gets {"rnn": [grid of kernel.T, grid of
-    recurrent_kernel.T]} (each with "weight"), matched to its FULLY_CONNECTED ops by value
-    after conversion. ValueError for an unknown layer or a kernel off the grid."""
+def _weight_grids(model, bits):
+    """{layer: {"k", "scales", "bias", "bits"}} for the layers whose weights are stored on their
+    own grid (format.weight_grid), from their Keras kernels: every 4-bit layer (ValueError when
+    its kernel is off a 4-bit grid), and each 8-bit layer whose kernel lies on an 8-bit grid
+    other than the converter's max|w| / 127 (apply_bits / bits_qat with power-of-two scales),
+    which the converter's own rounding would move. A recurrent layer gets {"rnn": [grid of
+    kernel.T, grid of recurrent_kernel.T]} (each with "weight" and "bits"), matched to its
+    FULLY_CONNECTED ops by value after conversion. ValueError for an unknown layer."""
     layers = {l.name: l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR}
     rnns = {l.name: l for l in _iter_layers(model) if _rnn_cell(l) is not None}
     missing = sorted(set(bits) - set(layers) - set(rnns) - {"*"})
@@ -111,47 +117,56 @@ def _int4_grids(model, bits):
         raise ValueError(f"weight_bits names layers the model does not have (or that have no "
                          f"Dense/Conv/DepthwiseConv kernel or recurrent cell): {missing}")
 
-    def grid(name, matrix, what=""):
+    def grid(name, b, matrix, what=""):
+        """(k, scales), or None for an 8-bit kernel on the converter's grid or on none."""
         try:
-            return fmt.int4_grid(matrix)
+            k, scales = fmt.weight_grid(matrix, b)
         except ValueError as exc:
+            if b == 8:
+                return None
             raise ValueError(f"layer {name!r}{what} cannot be exported with 4-bit weights: "
                              f"{exc}. Put its kernel on a 4-bit grid first, e.g. "
                              f"npas_keras.quantization.apply_bits(model, {{{name!r}: 4}}), "
                              "or give it 8 bits") from None
+        live = scales > 0
+        if b == 8 and np.allclose(scales[live], np.abs(matrix[live]).max(axis=1) / 127,
+                                  rtol=1e-6, atol=0):
+            return None
+        return k, scales
 
     grids = {}
     for name, layer in layers.items():
-        if bits.get(name, bits.get("*", 8)) != 4:
-            continue
-        k, scales = grid(name, _keras_gemm(layer))
-        bias = getattr(layer, "bias", None)
-        grids[name] = {"k": k, "scales": scales,
-                       "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
+        b = bits.get(name, bits.get("*", 8))
+        g = grid(name, b, _keras_gemm(layer))
+        if g is not None:
+            bias = getattr(layer, "bias", None)
+            grids[name] = {"k": g[0], "scales": g[1], "bits": b,
+                           "bias": None if bias is None else np.asarray(bias.numpy(), np.float32)}
     for name, layer in rnns.items():
-        if bits.get(name, bits.get("*", 8)) != 4:
-            continue
+        b = bits.get(name, bits.get("*", 8))
         cell, cands = _rnn_cell(layer), []
         for attr in ("kernel", "recurrent_kernel"):
-            k, scales = grid(name, np.asarray(getattr(cell, attr).numpy(), np.float32).T,
-                             f" ({attr})")
+            g = grid(name, b, np.asarray(getattr(cell, attr).numpy(), np.float32).T, f" ({attr})")
             # bias None: the converter splits and folds RNN biases per op; each op's own int32
             # bias (with its scale) is requantized instead
-            cands.append({"k": k, "scales": scales, "bias": None, "weight": attr})
-        grids[name] = {"rnn": cands}
+            if g is not None:
+                cands.append({"k": g[0], "scales": g[1], "bits": b, "bias": None,
+                              "weight": attr})
+        if cands:
+            grids[name] = {"rnn": cands}
     return grids
 
 
-def _attach_int4_grids(tflite, op_info, bits, grids, schemes=None):
-    """op_info[op]["int4"] = the grid of the op's layer; ValueError when a 4-bit layer has no
-    op, or (weight_bits=4) a weight op has no layer whose grid could be checked. A recurrent
+def _attach_grids(tflite, op_info, bits, grids, schemes=None):
+    """op_info[op]["grid"] = the grid of the op's layer; ValueError when a layer with a grid has
+    no op, or (weight_bits=4) a weight op has no layer whose grid could be checked. A recurrent
     layer's grids are matched to the unmatched FULLY_CONNECTED ops whose int8 weights are the
-    int8 quantization of that grid (flatbuffer.int4_mismatch): an unrolled GRU has one such op
+    int8 quantization of that grid (flatbuffer.grid_mismatch): an unrolled GRU has one such op
     per time step, all reading one weight tensor."""
     found = set()
     for info in op_info.values():
-        if info["layer"] in grids:
-            info["int4"] = grids[info["layer"]]
+        if info["layer"] in grids and "rnn" not in grids[info["layer"]]:
+            info["grid"] = grids[info["layer"]]
             found.add(info["layer"])
     rnn = [(name, g) for name, gg in grids.items() if "rnn" in gg for g in gg["rnn"]]
     if rnn:
@@ -162,17 +177,18 @@ def _attach_int4_grids(tflite, op_info, bits, grids, schemes=None):
                 continue
             weights = fb.constant_array(tm, raw, entry["tensor"])
             hits = [(name, g) for name, g in rnn
-                    if fb.int4_mismatch(entry, weights, g["k"], g["scales"]) is None]
+                    if fb.grid_mismatch(entry, weights, g["k"], g["scales"]) is None]
             if len(hits) != 1:
                 continue
             name, g = hits[0]
             scheme = _scheme_for(schemes or {}, name, g["weight"])
             op_info[key] = {"layer": name, "weight": g["weight"], "scheme": scheme,
-                            "int4": {k: g[k] for k in ("k", "scales", "bias")}}
+                            "grid": {k: g[k] for k in ("k", "scales", "bias", "bits")}}
             found.add(name)
     lost = sorted(set(grids) - found)
     if lost:
-        raise ValueError(f"4-bit layers without a matching int8 op in the converted model: {lost}")
+        raise ValueError(f"layers stored on their own 4- or 8-bit grid without a matching int8 "
+                         f"op in the converted model: {lost}")
     if bits.get("*") == 4:
         tm, raw = fb.load_model(tflite)
         if len(list(fb.weight_ops(tm, raw))) > len(op_info):

@@ -539,12 +539,12 @@ def _per_channel(scales, qdim):
     return q
 
 
-def int4_mismatch(entry, weights, k, scales):
-    """None when the int8 weights of a weight op are the int8 quantization of the 4-bit grid
+def grid_mismatch(entry, weights, k, scales):
+    """None when the int8 weights of a weight op are the int8 quantization of the grid
     k * scales (GEMM view [rows, cols]; within 1 step, same zeros), else the reason. Also true of
     an op already rewritten to that grid (its scales are then `scales`)."""
     if entry["tensor"].type != _TT.INT8 or weights is None:
-        return "4-bit weights need the int8 export (quantize='int8')"
+        return "weights on a 4- or 8-bit grid need the int8 export (quantize='int8')"
     q8 = fmt.gemm_view(entry["kind"], weights.astype(np.float32))
     s8 = weight_scales(entry, q8.shape[0])
     if isinstance(s8, str):
@@ -557,26 +557,27 @@ def int4_mismatch(entry, weights, k, scales):
     s4[empty] = s8[empty]
     expect = np.round(k.astype(np.float64) * s4[:, None] / s8[:, None])
     if np.any(np.abs(expect - q8) > 1) or np.any((k == 0) != (q8 == 0)):
-        return ("the converter's int8 weights are not the quantization of the layer's 4-bit "
-                "kernel (a folded batch norm or another rewrite?); refusing to store it in 4 bits")
+        return ("the converter's int8 weights are not the quantization of the layer's gridded "
+                "kernel (a folded batch norm or another rewrite?); refusing to store its grid")
     return None
 
 
-def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=None, pool=None):
-    """Re-expresses an int8 weight op as 4-bit values: int8 weights k in [-8, 7] with per-channel
-    scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales": [rows], "bias": float
-    bias or None, "layer"} comes from the Keras kernel (format.int4_grid), so the real weights are
-    the model's own k * s. Checks that the converter's int8 weights are the quantization of those
+def requantize_to_grid(model, raw, uses, consumers, entry, weights, grid, readers=None,
+                       pool=None):
+    """Re-expresses an int8 weight op on its layer's grid: int8 weights k (4 bits: in [-8, 7])
+    with per-channel scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales":
+    [rows], "bias": float bias or None, "bits", "layer"} comes from the Keras kernel
+    (format.weight_grid), so the real weights are the model's own k * s. Checks that the converter's int8 weights are the quantization of those
     same weights (else ValueError: the op is not that layer, or the converter changed it); the
     int32 bias is requantized to the new scale input_scale * s (from the float bias when given,
     else from the int32 bias and its own scale). A weight tensor read by several ops (an
-    unrolled RNN) is rewritten once; `readers` = {(subgraph, tensor): number of 4-bit ops that
+    unrolled RNN) is rewritten once; `readers` = {(subgraph, tensor): number of gridded ops that
     read it} must then count every op that reads it (else one would read k with its old scale).
     A bias shared by several ops is refused. Returns the new builtin-layout int8 weights."""
     sg = model.subgraphs[entry["subgraph"]]
     kind, t, layer = entry["kind"], entry["tensor"], grid.get("layer")
     where = f"layer {layer!r} (op {entry['op_index']}, {entry['builtin']})"
-    reason = int4_mismatch(entry, weights, grid["k"], grid["scales"])
+    reason = grid_mismatch(entry, weights, grid["k"], grid["scales"])
     if reason is not None:
         raise ValueError(f"{where}: {reason}")
     q8 = fmt.gemm_view(kind, weights.astype(np.float32))
@@ -591,11 +592,11 @@ def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=N
     bias_idx = entry["inputs"][2] if len(entry["inputs"]) > 2 else -1
     wkey = (entry["subgraph"], entry["weight_tensor"])
     if consumers.get(wkey, 0) > (readers or {}).get(wkey, 1):
-        raise ValueError(f"{where}: its weights are read by ops that are not 4-bit (an "
-                         "unrolled RNN only partly matched?); refusing to store them in 4 bits")
+        raise ValueError(f"{where}: its weights are read by ops not matched to the same grid "
+                         "(an unrolled RNN only partly matched?); refusing to store them on it")
     if bias_idx >= 0 and consumers.get((entry["subgraph"], bias_idx), 0) > 1:
-        raise ValueError(f"{where}: its bias is shared by several ops; 4-bit storage needs a "
-                         "bias per op")
+        raise ValueError(f"{where}: its bias is shared by several ops; storing the layer's "
+                         f"{grid['bits']}-bit grid needs a bias per op")
     kh, kw = weights.shape[1:3] if weights.ndim == 4 else (1, 1)
     new = fmt.builtin_layout(kind, k, kh, kw).reshape(weights.shape).astype(np.int8)
     _set_buffer(model, uses, t, new)
@@ -624,16 +625,17 @@ def requantize_int4(model, raw, uses, consumers, entry, weights, grid, readers=N
 def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
     """Adds the `npas_schemes` metadata and (npas=True) rewrites pruned weight ops into NPAS
     custom ops: float32 ops into float32 custom ops, int8 ops into quantized ones (int8 values,
-    or 4-bit when the op's `op_info` entry has "int4", see requantize_int4, which applies in
-    both formats). `op_info` maps (subgraph, op_index) -> {"layer", "weight", "scheme"[, "int4"]}
-    from the Keras side. Returns (model bytes, metadata dict)."""
+    or 4-bit when the op's `op_info` entry has a 4-bit "grid"). An op with a "grid" (4 or 8
+    bits) first gets its layer's own k and scales (requantize_to_grid, in both formats).
+    `op_info` maps (subgraph, op_index) -> {"layer", "weight", "scheme"[, "grid"]} from the
+    Keras side. Returns (model bytes, metadata dict)."""
     model, raw = load_model(data)
     op_info = op_info or {}
     uses = _buffer_uses(model)
     consumers = _tensor_consumers(model)
     readers, pool = {}, {}
     for entry in weight_ops(model, raw):
-        if (op_info.get((entry["subgraph"], entry["op_index"])) or {}).get("int4") is not None:
+        if (op_info.get((entry["subgraph"], entry["op_index"])) or {}).get("grid") is not None:
             key = (entry["subgraph"], entry["weight_tensor"])
             readers[key] = readers.get(key, 0) + 1
     rows = []
@@ -644,11 +646,11 @@ def analyze_and_rewrite(data, op_info=None, npas=False, export_format=None):
         op, kind, t = entry["op"], entry["kind"], entry["tensor"]
         weights = constant_array(model, raw, t)
         info = op_info.get((entry["subgraph"], entry["op_index"]), {})
-        int4 = info.get("int4") is not None
-        if int4:
-            weights = requantize_int4(model, raw, uses, consumers, entry, weights,
-                                      dict(info["int4"], layer=info.get("layer")), readers,
-                                      pool)
+        grid = info.get("grid")
+        int4 = grid is not None and grid["bits"] == 4
+        if grid is not None:
+            weights = requantize_to_grid(model, raw, uses, consumers, entry, weights,
+                                         dict(grid, layer=info.get("layer")), readers, pool)
         row = dict(subgraph=entry["subgraph"], op_index=entry["op_index"], op=entry["builtin"],
                    custom_op=None, layer=info.get("layer"), weight=info.get("weight"),
                    tensor=tensor_name(t), shape=_ints(t.shape), scheme=None, scheme_config=None,

@@ -445,32 +445,42 @@ def unpack_int4(data, count) -> np.ndarray:
     return ((nib ^ 8) - 8).astype(np.int8)
 
 
-def int4_grid(matrix, tol=1e-3):
-    """Re-expresses each row of a float GEMM-view matrix on a 4-bit grid: returns (k, scales),
-    k int8 in [-8, 7] with matrix[r] == k[r] * scales[r] to float32 rounding (scales[r] = 0 for
-    an all-zero row). Per row the coarsest grid max|w| / j, j = 1..8, on which every weight
-    lies within `tol` steps is used (what `apply_bits(model, 4)` produces: j = 7, or fewer
-    with power-of-two scales). Raises ValueError naming the first row that lies on no such
-    grid: exporting it in 4 bits would change the model."""
+def weight_grid(matrix, bits=4, tol=1e-3):
+    """Re-expresses each row of a float GEMM-view matrix on a `bits`-bit grid (4 or 8): returns
+    (k, scales), k int8 with matrix[r] == k[r] * scales[r] to float32 rounding (scales[r] = 0
+    for an all-zero row); 4 bits: k in [-8, 7], 8 bits: k in [-127, 127] (TFLite's symmetric
+    int8 weights). Per row a grid max|w| / j (j = 1..8, resp. 1..127) on which every weight
+    lies within `tol` steps: what `apply_bits` / `bits_qat` produce, j = 7 resp. 127 when that
+    fits, else the coarsest power-of-two step that fits (power_of_two=True), else the coarsest
+    step (a sparse row's weights may share a factor). Raises ValueError naming the first row
+    that lies on no such grid: storing it at `bits` bits would change the model."""
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits!r}")
+    lo, hi, jmax = (-8, 7, 8) if bits == 4 else (-127, 127, 127)
+    qmax = hi                                     # apply_bits' own step: max|w| / qmax
     m = np.asarray(matrix, np.float32)
     k = np.zeros(m.shape, np.int8)
     scales = np.zeros(m.shape[0], np.float32)
     amax = np.max(np.abs(m), axis=1) if m.size else np.zeros(m.shape[0], np.float32)
+    js = np.arange(1, jmax + 1, dtype=np.float32)
     for r in range(m.shape[0]):
         if amax[r] == 0:
             continue
-        for j in range(1, 9):
-            s = np.float32(amax[r] / np.float32(j))
-            q = m[r].astype(np.float64) / np.float64(s)
-            kr = np.round(q)
-            if np.all(np.abs(q - kr) <= tol) and kr.min() >= -8 and kr.max() <= 7:
-                k[r], scales[r] = kr.astype(np.int8), s
-                break
-        else:
-            bad = m[r][np.argmax(np.abs(m[r] / (amax[r] / 7) - np.round(m[r] / (amax[r] / 7))))]
-            raise ValueError(f"output channel {r} is not on a 4-bit grid (max |w| = "
+        s = (amax[r] / js).astype(np.float32)                       # every candidate step
+        q = m[r][None, :].astype(np.float64) / s[:, None].astype(np.float64)
+        kr = np.round(q)
+        ok = (np.all(np.abs(q - kr) <= tol, axis=1) & (kr.min(axis=1) >= lo)
+              & (kr.max(axis=1) <= hi))
+        if not ok.any():
+            step = amax[r] / (hi if bits == 8 else 7)
+            bad = m[r][np.argmax(np.abs(m[r] / step - np.round(m[r] / step)))]
+            raise ValueError(f"output channel {r} is not on a {bits}-bit grid (max |w| = "
                              f"{float(amax[r]):.6g}, a weight {float(bad):.6g} is no multiple "
-                             f"of max|w| / j for j = 1..8 within [-8, 7])")
+                             f"of max|w| / j for j = 1..{jmax} within [{lo}, {hi}])")
+        pow2 = ok & (np.log2(s) == np.round(np.log2(s)))
+        j = (qmax - 1 if ok[qmax - 1] else int(np.argmax(pow2)) if pow2.any()
+             else int(np.argmax(ok)))
+        k[r], scales[r] = kr[j].astype(np.int8), s[j]
     return k, scales
 
 

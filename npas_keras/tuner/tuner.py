@@ -413,6 +413,9 @@ class NPASTuner(base_tuner.BaseTuner):
             post-training (`quantization.apply_bits`) instead.
         representative_data: inputs that calibrate the int8 export (default: the first 200
             training inputs given to `search`).
+        power_of_two: with weight_bits, put every layer on power-of-two quantization steps
+            (DJPQ's restricted scales; `bits_qat` / `apply_bits` / `select_bits` with
+            power_of_two=True); the int8 export keeps them at 4 and 8 bits.
     """
 
     def __init__(self, hypermodel, objective="val_accuracy", latency_budget_ms=None,
@@ -422,7 +425,8 @@ class NPASTuner(base_tuner.BaseTuner):
                  block_shapes=DEFAULT_BLOCKS, min_params=256, per_layer_rates=True,
                  initial_values=None, seed_rules=True, seed=None, directory=None,
                  project_name=None, overwrite=False, verbose=0, weight_bits=None,
-                 bops_budget=None, qat_epochs=1, representative_data=None, **kwargs):
+                 bops_budget=None, qat_epochs=1, representative_data=None, power_of_two=False,
+                 **kwargs):
         hm = hypermodel if isinstance(hypermodel, NPASHyperModel) else NPASHyperModel(
             hypermodel, schemes=schemes, rates=rates, block_shapes=block_shapes,
             min_params=min_params, per_layer_rates=per_layer_rates, weight_bits=weight_bits)
@@ -432,6 +436,9 @@ class NPASTuner(base_tuner.BaseTuner):
                              f"positive, got {bops_budget!r}")
         if int(qat_epochs) < 0:
             raise ValueError(f"qat_epochs must be >= 0, got {qat_epochs!r}")
+        if power_of_two and not quantized:
+            raise ValueError("power_of_two needs weight_bits (an int8 search)")
+        self.power_of_two = bool(power_of_two)
         self.bops_budget = None if bops_budget is None else float(bops_budget)
         self.qat_epochs = int(qat_epochs)
         self.representative_data = representative_data
@@ -609,7 +616,7 @@ class NPASTuner(base_tuner.BaseTuner):
             if len(hm.weight_bits) == 1:
                 return None
             choice = select_bits(model, budget=self.bops_budget / total,
-                                 candidates=hm.weight_bits)
+                                 candidates=hm.weight_bits, power_of_two=self.power_of_two)
             bits.update({n: b for n, b in choice["bits"].items() if n in bits})
             if bops(model, bits)["total"] > self.bops_budget:
                 return None
@@ -691,20 +698,21 @@ class NPASTuner(base_tuner.BaseTuner):
 
     def _on_grids(self, model, built, bits, metrics, x, y, validation_data, batch_size,
                   callbacks, fit_kwargs):
-        """The stripped trial model with its kernels on their `bits` grids: fine-tuned there
-        for `qat_epochs` (`bits_qat`, pruned zeros kept), or rounded post-training; `metrics`
-        are updated to the quantized model's."""
+        """The stripped trial model with its kernels on their `bits` grids (power-of-two steps
+        with `power_of_two`): fine-tuned there for `qat_epochs` (`bits_qat`, pruned zeros
+        kept), or rounded post-training; `metrics` are updated to the quantized model's."""
         from npas_keras.quantization import apply_bits, bits_qat
 
         if self.qat_epochs == 0:
-            model = apply_bits(model, bits)
+            model = apply_bits(model, bits, power_of_two=self.power_of_two)
             model.compile(**_compile_args(built))
             fresh = {}
         else:
             model.compile(**_compile_args(built))
+            on_grids = bits_qat(model, bits, power_of_two=self.power_of_two)
             history = model.fit(x, y, validation_data=validation_data, epochs=self.qat_epochs,
                                 batch_size=batch_size or self.batch_size,
-                                callbacks=[bits_qat(model, bits)] + list(callbacks or []),
+                                callbacks=[on_grids] + list(callbacks or []),
                                 verbose=self.fit_verbose, **fit_kwargs)
             fresh = {k: float(v[-1]) for k, v in history.history.items()}
         objective = self.oracle.objective.name
