@@ -467,10 +467,19 @@ def weight_grid(matrix, bits=4, tol=1e-3):
         if amax[r] == 0:
             continue
         s = (amax[r] / js).astype(np.float32)                       # every candidate step
-        q = m[r][None, :].astype(np.float64) / s[:, None].astype(np.float64)
-        kr = np.round(q)
-        ok = (np.all(np.abs(q - kr) <= tol, axis=1) & (kr.min(axis=1) >= lo)
-              & (kr.max(axis=1) <= hi))
+        row = m[r].astype(np.float64)
+        # candidates that fit a few of the row's weights first: a float row off every grid is
+        # then rejected without dividing all of it by 127 steps (a large 8-bit layer)
+        probe = row[np.flatnonzero(row)[:8]]
+        fits = np.all(np.abs(probe[None, :] / s[:, None] - np.round(probe[None, :] / s[:, None]))
+                      <= tol, axis=1)
+        ok = np.zeros(jmax, bool)
+        kr = np.zeros((jmax, row.size))
+        for j in np.flatnonzero(fits):
+            q = row / np.float64(s[j])
+            kr[j] = np.round(q)
+            ok[j] = (np.all(np.abs(q - kr[j]) <= tol) and kr[j].min() >= lo
+                     and kr[j].max() <= hi)
         if not ok.any():
             step = amax[r] / (hi if bits == 8 else 7)
             bad = m[r][np.argmax(np.abs(m[r] / step - np.round(m[r] / step)))]
