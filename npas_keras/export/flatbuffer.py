@@ -567,8 +567,9 @@ def requantize_to_grid(model, raw, uses, consumers, entry, weights, grid, reader
     """Re-expresses an int8 weight op on its layer's grid: int8 weights k (4 bits: in [-8, 7])
     with per-channel scales s, where `grid` = {"k": [rows, cols] int8 GEMM view, "scales":
     [rows], "bias": float bias or None, "bits", "layer"} comes from the Keras kernel
-    (format.weight_grid), so the real weights are the model's own k * s. Checks that the converter's int8 weights are the quantization of those
-    same weights (else ValueError: the op is not that layer, or the converter changed it); the
+    (format.weight_grid), so the real weights are the model's own k * s. Checks that the
+    converter's int8 weights are the quantization of those same weights (else ValueError: the
+    op is not that layer, or the converter changed it); the
     int32 bias is requantized to the new scale input_scale * s (from the float bias when given,
     else from the int32 bias and its own scale). A weight tensor read by several ops (an
     unrolled RNN) is rewritten once; `readers` = {(subgraph, tensor): number of gridded ops that

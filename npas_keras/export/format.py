@@ -473,8 +473,7 @@ def weight_grid(matrix, bits=4, tol=1e-3):
         probe = row[np.flatnonzero(row)[:8]]
         fits = np.all(np.abs(probe[None, :] / s[:, None] - np.round(probe[None, :] / s[:, None]))
                       <= tol, axis=1)
-        ok = np.zeros(jmax, bool)
-        kr = np.zeros((jmax, row.size))
+        ok, kr = np.zeros(jmax, bool), {}
         for j in np.flatnonzero(fits):
             q = row / np.float64(s[j])
             kr[j] = np.round(q)
