@@ -569,9 +569,9 @@ def requantize_to_grid(model, raw, uses, consumers, entry, weights, grid, reader
     [rows], "bias": float bias or None, "bits", "layer"} comes from the Keras kernel
     (format.weight_grid), so the real weights are the model's own k * s. Checks that the
     converter's int8 weights are the quantization of those same weights (else ValueError: the
-    op is not that layer, or the converter changed it); the
-    int32 bias is requantized to the new scale input_scale * s (from the float bias when given,
-    else from the int32 bias and its own scale). A weight tensor read by several ops (an
+    op is not that layer, or the converter changed it); the int32 bias is requantized to the
+    new scale input_scale * s (from the float bias when given, else from the int32 bias and its
+    own scale). A weight tensor read by several ops (an
     unrolled RNN) is rewritten once; `readers` = {(subgraph, tensor): number of gridded ops that
     read it} must then count every op that reads it (else one would read k with its old scale).
     A bias shared by several ops is refused. Returns the new builtin-layout int8 weights."""
