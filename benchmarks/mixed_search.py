@@ -6,6 +6,7 @@ operator, per-layer scheme and rate) with three weight-bit spaces, the same int8
 epochs and seeds:
 
   joint  weight_bits=(8, 4): each layer's width is an hp searched with its scheme and rate
+  joint_pot  the same on power-of-two quantization steps (NPASTuner(power_of_two=True))
   int8   weight_bits=(8,):   pruning only, every layer 8-bit
   int4   weight_bits=(4,):   pruning only, every layer 4-bit
   sequential  prune first, then pick bits: the int8 search without the BOPs budget, then on its
@@ -41,7 +42,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SPACES = {"joint": (8, 4), "int8": (8,), "int4": (4,), "sequential": (8,)}
+SPACES = {"joint": (8, 4), "joint_pot": (8, 4), "int8": (8,), "int4": (4,), "sequential": (8,)}
 
 
 def test_accuracy(model_bytes, xt, yt, delegate):
@@ -74,6 +75,7 @@ def run(method, build, dense, data_, args, table, budget_ms, bops_budget, seed, 
                       max_trials=args.trials, pretrained=dense, fine_tune_epochs=args.epochs,
                       qat_epochs=args.qat_epochs, weight_bits=SPACES[method],
                       bops_budget=None if sequential else bops_budget, batch_size=64,
+                      power_of_two=method == "joint_pot",
                       latency_table=table, seed=seed + 1, directory=work, project_name="p",
                       oracle_kwargs={"pool_size": 16, "gp_restarts": 1,
                                      "num_initial_points": min(3, args.trials)})
