@@ -1,5 +1,6 @@
 // int8 ADD / SUB / MUL and lookup-table activations with TFLite's arithmetic (npas_kernels.h):
-// parameters as TFLite's prepare computes them, scalar kernels, and the AVX2 ones by DetectIsa().
+// parameters as TFLite's prepare computes them, scalar kernels, the AVX2 ones by DetectIsa() and
+// the NEON ones on aarch64.
 #include <algorithm>
 #include <cmath>
 
@@ -88,6 +89,8 @@ void AddInt8(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t
   int64_t done = 0;
 #if defined(__x86_64__) || defined(__i386__)
   if (UseAvx2()) done = internal::AddInt8Avx2(p, in1, n1, in2, n2, out, n);
+#elif defined(__aarch64__)
+  done = internal::AddInt8Neon(p, in1, n1, in2, n2, out, n);
 #endif
   AddInt8Scalar(p, in1, n1, in2, n2, out, done, n);
 }
@@ -97,6 +100,8 @@ void MulInt8(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t
   int64_t done = 0;
 #if defined(__x86_64__) || defined(__i386__)
   if (UseAvx2()) done = internal::MulInt8Avx2(p, in1, n1, in2, n2, out, n);
+#elif defined(__aarch64__)
+  done = internal::MulInt8Neon(p, in1, n1, in2, n2, out, n);
 #endif
   MulInt8Scalar(p, in1, n1, in2, n2, out, done, n);
 }
@@ -116,6 +121,8 @@ void LookupInt8(const int8_t* table, const int8_t* in, int8_t* out, int64_t n) {
   int64_t i = 0;
 #if defined(__x86_64__) || defined(__i386__)
   if (UseAvx2()) i = internal::LookupInt8Avx2(table, in, out, n);
+#elif defined(__aarch64__)
+  i = internal::LookupInt8Neon(table, in, out, n);
 #endif
   for (; i < n; ++i) out[i] = table[(uint8_t)in[i]];
 }

@@ -185,6 +185,12 @@ void DepthwiseInt8Avx2(const DepthwiseInt8View&, const int8_t*, const int32_t*, 
 #if defined(__aarch64__)
 void DepthwiseInt8Neon(const DepthwiseInt8View&, const int8_t*, const int32_t*, int, int,
                        int8_t*);
+// int8 elementwise ops (npas_kernels.h) on whole groups of 16 elements, as the AVX2 ones below.
+int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n);
+int64_t MulInt8Neon(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n);
+int64_t LookupInt8Neon(const int8_t* table, const int8_t* in, int8_t* out, int64_t n);
 #endif
 
 // Shared requantization (scalar; the exact TFLite double-rounding arithmetic).

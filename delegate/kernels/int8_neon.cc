@@ -213,6 +213,103 @@ void DepthwiseInt8Neon(const DepthwiseInt8View& v, const int8_t* in, const int32
   }
 }
 
+// ---- int8 elementwise ops (elementwise_int8.cc: TFLite's ADD / SUB / MUL arithmetic, tables) --
+
+namespace {
+
+// RoundingDivideByPOT by the exponent -neg_e (neg_e <= 0, the same in every lane).
+inline int32x4_t RoundingShiftRight(int32x4_t h, int32x4_t neg_e) {
+  const int32x4_t fixup = vshrq_n_s32(vandq_s32(h, neg_e), 31);
+  return vrshlq_s32(vqaddq_s32(h, fixup), neg_e);
+}
+
+// 16 int8 values at p (or p[0] in every lane when `one`) as 4 x int32x4, plus `offset`.
+inline void Load16(const int8_t* p, bool one, int32x4_t offset, int32x4_t v[4]) {
+  const int8x16_t x = one ? vdupq_n_s8(p[0]) : vld1q_s8(p);
+  const int16x8_t lo = vmovl_s8(vget_low_s8(x)), hi = vmovl_s8(vget_high_s8(x));
+  v[0] = vaddq_s32(vmovl_s16(vget_low_s16(lo)), offset);
+  v[1] = vaddq_s32(vmovl_s16(vget_high_s16(lo)), offset);
+  v[2] = vaddq_s32(vmovl_s16(vget_low_s16(hi)), offset);
+  v[3] = vaddq_s32(vmovl_s16(vget_high_s16(hi)), offset);
+}
+
+// 4 x int32x4 already within [-128, 127] stored as 16 int8.
+inline void Store16(int8_t* dst, const int32x4_t v[4]) {
+  const int16x8_t a = vcombine_s16(vqmovn_s32(v[0]), vqmovn_s32(v[1]));
+  const int16x8_t b = vcombine_s16(vqmovn_s32(v[2]), vqmovn_s32(v[3]));
+  vst1q_s8(dst, vcombine_s8(vqmovn_s16(a), vqmovn_s16(b)));
+}
+
+}  // namespace
+
+int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n) {
+  // The shifts are <= 0 (MakeAddInt8Params): each is its own negated exponent.
+  const int32x4_t off1 = vdupq_n_s32(p.input1_offset), off2 = vdupq_n_s32(p.input2_offset);
+  const int32x4_t m1 = vdupq_n_s32(p.input1_multiplier), e1 = vdupq_n_s32(p.input1_shift);
+  const int32x4_t m2 = vdupq_n_s32(p.input2_multiplier), e2 = vdupq_n_s32(p.input2_shift);
+  const int32x4_t mo = vdupq_n_s32(p.output_multiplier), eo = vdupq_n_s32(p.output_shift);
+  const int32x4_t zp = vdupq_n_s32(p.output_offset);
+  const int32x4_t lo = vdupq_n_s32(p.act_min), hi = vdupq_n_s32(p.act_max);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int32x4_t a[4], b[4];
+    Load16(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1, a);
+    Load16(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2, b);
+    for (int k = 0; k < 4; ++k) {
+      const int32x4_t sa = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(a[k], 20), m1), e1);
+      const int32x4_t sb = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(b[k], 20), m2), e2);
+      const int32x4_t r =
+          vaddq_s32(RoundingShiftRight(vqrdmulhq_s32(vaddq_s32(sa, sb), mo), eo), zp);
+      a[k] = vminq_s32(vmaxq_s32(r, lo), hi);
+    }
+    Store16(out + i, a);
+  }
+  return i;
+}
+
+int64_t MulInt8Neon(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n) {
+  const int32x4_t off1 = vdupq_n_s32(p.input1_offset), off2 = vdupq_n_s32(p.input2_offset);
+  const int32x4_t m = vdupq_n_s32(p.output_multiplier);
+  const int32x4_t lsh = vdupq_n_s32(p.output_shift > 0 ? p.output_shift : 0);
+  const int32x4_t neg_e = vdupq_n_s32(p.output_shift > 0 ? 0 : p.output_shift);
+  const int32x4_t zp = vdupq_n_s32(p.output_offset);
+  const int32x4_t lo = vdupq_n_s32(p.act_min), hi = vdupq_n_s32(p.act_max);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int32x4_t a[4], b[4];
+    Load16(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1, a);
+    Load16(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2, b);
+    for (int k = 0; k < 4; ++k) {
+      const int32x4_t h = vqrdmulhq_s32(vshlq_s32(vmulq_s32(a[k], b[k]), lsh), m);
+      a[k] = vminq_s32(vmaxq_s32(vaddq_s32(RoundingShiftRight(h, neg_e), zp), lo), hi);
+    }
+    Store16(out + i, a);
+  }
+  return i;
+}
+
+// table[(uint8_t)x] for 16 bytes at a time: vqtbl4q looks up the first 64 entries (0 for other
+// indices), vqtbx4q each next 64 with the index lowered by 64 (out of range keeps the result).
+int64_t LookupInt8Neon(const int8_t* table, const int8_t* in, int8_t* out, int64_t n) {
+  int8x16x4_t t[4];
+  for (int h = 0; h < 4; ++h)
+    for (int j = 0; j < 4; ++j) t[h].val[j] = vld1q_s8(table + 64 * h + 16 * j);
+  const uint8x16_t step = vdupq_n_u8(64);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint8x16_t idx = vreinterpretq_u8_s8(vld1q_s8(in + i));
+    int8x16_t r = vqtbl4q_s8(t[0], idx);
+    for (int h = 1; h < 4; ++h) {
+      idx = vsubq_u8(idx, step);
+      r = vqtbx4q_s8(r, t[h], idx);
+    }
+    vst1q_s8(out + i, r);
+  }
+  return i;
+}
+
 }  // namespace internal
 }  // namespace npas
 #endif

@@ -43,7 +43,7 @@ DELEGATE_OPTIONS = {
     "kernel": "auto | row_block | pixel_vector | dense (forcing one bypasses min_speedup)",
     "verbose": "0, 1 (log claims) or 2 (also declines), to stderr",
     "tuning_cache": "path of a text file caching measured kernel choices",
-    "fuse": "0 or 1 (default 1); on AVX2 CPUs, run groups of small int8 ADD / SUB / MUL / "
+    "fuse": "0 or 1 (default 1); on AVX2 and NEON CPUs, run groups of small int8 ADD / SUB / MUL / "
             "LOGISTIC / TANH / SPLIT ops with the int8 FCs around them as one fused node "
             "(an unrolled GRU's gates)",
 }
