@@ -242,52 +242,52 @@ inline void Store16(int8_t* dst, const int32x4_t v[4]) {
 
 }  // namespace
 
-int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
-                    int64_t n2, int8_t* out, int64_t n) {
-  // The shifts are <= 0 (MakeAddInt8Params): each is its own negated exponent.
-  const int32x4_t off1 = vdupq_n_s32(p.input1_offset), off2 = vdupq_n_s32(p.input2_offset);
-  const int32x4_t m1 = vdupq_n_s32(p.input1_multiplier), e1 = vdupq_n_s32(p.input1_shift);
-  const int32x4_t m2 = vdupq_n_s32(p.input2_multiplier), e2 = vdupq_n_s32(p.input2_shift);
-  const int32x4_t mo = vdupq_n_s32(p.output_multiplier), eo = vdupq_n_s32(p.output_shift);
-  const int32x4_t zp = vdupq_n_s32(p.output_offset);
-  const int32x4_t lo = vdupq_n_s32(p.act_min), hi = vdupq_n_s32(p.act_max);
+// out = op(in1 + off1, in2 + off2) clamped to [lo, hi], 16 values per step (an input of one
+// element is broadcast): the loop ADD / SUB and MUL share. Returns how many were written.
+template <typename Op>
+int64_t Binary16(const int8_t* in1, int64_t n1, int32_t off1, const int8_t* in2, int64_t n2,
+                 int32_t off2, int32_t act_min, int32_t act_max, int8_t* out, int64_t n, Op op) {
+  const int32x4_t o1 = vdupq_n_s32(off1), o2 = vdupq_n_s32(off2);
+  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     int32x4_t a[4], b[4];
-    Load16(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1, a);
-    Load16(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2, b);
-    for (int k = 0; k < 4; ++k) {
-      const int32x4_t sa = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(a[k], 20), m1), e1);
-      const int32x4_t sb = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(b[k], 20), m2), e2);
-      const int32x4_t r =
-          vaddq_s32(RoundingShiftRight(vqrdmulhq_s32(vaddq_s32(sa, sb), mo), eo), zp);
-      a[k] = vminq_s32(vmaxq_s32(r, lo), hi);
-    }
+    Load16(in1 + (n1 == 1 ? 0 : i), n1 == 1, o1, a);
+    Load16(in2 + (n2 == 1 ? 0 : i), n2 == 1, o2, b);
+    for (int k = 0; k < 4; ++k) a[k] = vminq_s32(vmaxq_s32(op(a[k], b[k]), lo), hi);
     Store16(out + i, a);
   }
   return i;
 }
 
+int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
+                    int64_t n2, int8_t* out, int64_t n) {
+  // The shifts are <= 0 (MakeAddInt8Params): each is its own negated exponent.
+  const int32x4_t m1 = vdupq_n_s32(p.input1_multiplier), e1 = vdupq_n_s32(p.input1_shift);
+  const int32x4_t m2 = vdupq_n_s32(p.input2_multiplier), e2 = vdupq_n_s32(p.input2_shift);
+  const int32x4_t mo = vdupq_n_s32(p.output_multiplier), eo = vdupq_n_s32(p.output_shift);
+  const int32x4_t zp = vdupq_n_s32(p.output_offset);
+  return Binary16(in1, n1, p.input1_offset, in2, n2, p.input2_offset, p.act_min, p.act_max, out,
+                  n, [&](int32x4_t a, int32x4_t b) {
+                    // inputs scaled by 2^20, each rescaled, the sum requantized (add.cc)
+                    a = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(a, 20), m1), e1);
+                    b = RoundingShiftRight(vqrdmulhq_s32(vshlq_n_s32(b, 20), m2), e2);
+                    return vaddq_s32(RoundingShiftRight(vqrdmulhq_s32(vaddq_s32(a, b), mo), eo),
+                                     zp);
+                  });
+}
+
 int64_t MulInt8Neon(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n) {
-  const int32x4_t off1 = vdupq_n_s32(p.input1_offset), off2 = vdupq_n_s32(p.input2_offset);
   const int32x4_t m = vdupq_n_s32(p.output_multiplier);
   const int32x4_t lsh = vdupq_n_s32(p.output_shift > 0 ? p.output_shift : 0);
   const int32x4_t neg_e = vdupq_n_s32(p.output_shift > 0 ? 0 : p.output_shift);
   const int32x4_t zp = vdupq_n_s32(p.output_offset);
-  const int32x4_t lo = vdupq_n_s32(p.act_min), hi = vdupq_n_s32(p.act_max);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    int32x4_t a[4], b[4];
-    Load16(in1 + (n1 == 1 ? 0 : i), n1 == 1, off1, a);
-    Load16(in2 + (n2 == 1 ? 0 : i), n2 == 1, off2, b);
-    for (int k = 0; k < 4; ++k) {
-      const int32x4_t h = vqrdmulhq_s32(vshlq_s32(vmulq_s32(a[k], b[k]), lsh), m);
-      a[k] = vminq_s32(vmaxq_s32(vaddq_s32(RoundingShiftRight(h, neg_e), zp), lo), hi);
-    }
-    Store16(out + i, a);
-  }
-  return i;
+  return Binary16(in1, n1, p.input1_offset, in2, n2, p.input2_offset, p.act_min, p.act_max, out,
+                  n, [&](int32x4_t a, int32x4_t b) {
+                    const int32x4_t h = vqrdmulhq_s32(vshlq_s32(vmulq_s32(a, b), lsh), m);
+                    return vaddq_s32(RoundingShiftRight(h, neg_e), zp);
+                  });
 }
 
 // table[(uint8_t)x] for 16 bytes at a time: vqtbl4q looks up the first 64 entries (0 for other
