@@ -426,6 +426,6 @@ def test_search_int8_with_weight_bits_and_bops_budget(tmp_path):
         assert any(np.abs(r["values"]).max() <= 8 for r in rows)
     code = run_npas("search", "--bops-reduction", "10", "--out", str(out)).returncode
     assert code == 2  # --bops-reduction without --weight-bits
-    code = run_npas("search", "--power-of-two", "--out", str(out)).returncode
-    assert code == 2  # --power-of-two without --weight-bits
+    r = run_npas("search", "--power-of-two", "--out", str(out))
+    assert r.returncode == 2 and "--power-of-two needs --weight-bits" in r.stderr, r.stderr
     assert result["power_of_two"] is False

@@ -113,29 +113,22 @@ static inline int32_t Pair(const int16_t* x, int32_t o0, int32_t o1) {
   return (int32_t)((uint32_t)(uint16_t)x[o0] | ((uint32_t)(uint16_t)x[o1] << 16));
 }
 
-// Accumulate with the quad's weights read as int8 (w8: w16's order), widened in registers:
-// half the bytes for 4 more instructions.
-static inline void Accumulate8(const int8_t* w, int32_t x01, int32_t x23, __m256i* acc0,
-                               __m256i* acc1) {
+// One quad q for one pixel: columns (0, 1) in x01, (2, 3) in x23, as int16 pairs; its weights
+// from w16, or (kInt8Weights) from w8 widened in registers: half the bytes for 4 more
+// instructions.
+template <bool kInt8Weights>
+static inline void Accumulate(const RowBlockInt8View& v, int q, int32_t x01, int32_t x23,
+                              __m256i* acc0, __m256i* acc1) {
   const __m256i a = _mm256_set1_epi32(x01), c = _mm256_set1_epi32(x23);
-  const __m256i w0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)w));
-  const __m256i w1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 16)));
-  const __m256i w2 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 32)));
-  const __m256i w3 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 48)));
-  *acc0 = _mm256_add_epi32(*acc0, _mm256_add_epi32(_mm256_madd_epi16(w0, a),
-                                                   _mm256_madd_epi16(w1, c)));
-  *acc1 = _mm256_add_epi32(*acc1, _mm256_add_epi32(_mm256_madd_epi16(w2, a),
-                                                   _mm256_madd_epi16(w3, c)));
-}
-
-// One quad for one pixel: columns (0, 1) in x01, (2, 3) in x23, as int16 pairs.
-static inline void Accumulate(const __m256i* w, int32_t x01, int32_t x23, __m256i* acc0,
-                              __m256i* acc1) {
-  const __m256i a = _mm256_set1_epi32(x01), c = _mm256_set1_epi32(x23);
-  *acc0 = _mm256_add_epi32(*acc0, _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(w), a),
-                                                   _mm256_madd_epi16(_mm256_load_si256(w + 1), c)));
-  *acc1 = _mm256_add_epi32(*acc1, _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(w + 2), a),
-                                                   _mm256_madd_epi16(_mm256_load_si256(w + 3), c)));
+  __m256i w[4];
+  for (int k = 0; k < 4; ++k)
+    w[k] = kInt8Weights
+               ? _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(v.w8 + 64 * q + 16 * k)))
+               : _mm256_load_si256((const __m256i*)(v.w16 + 64 * q) + k);
+  *acc0 = _mm256_add_epi32(*acc0, _mm256_add_epi32(_mm256_madd_epi16(w[0], a),
+                                                   _mm256_madd_epi16(w[1], c)));
+  *acc1 = _mm256_add_epi32(*acc1, _mm256_add_epi32(_mm256_madd_epi16(w[2], a),
+                                                   _mm256_madd_epi16(w[3], c)));
 }
 
 template <int P>
@@ -152,20 +145,19 @@ static inline void Tile(const RowBlockInt8View& v, const int16_t* in, const int3
   for (int i = 0; i < P; ++i) base[i] = in + pb[p + i];
   const int q0 = v.qstart[g], qm = v.qmid[g], q1 = v.qstart[g + 1];
   for (int q = q0; q < qm; ++q) {  // contiguous quads: two int16 pairs straight from memory
-    const __m256i* w = (const __m256i*)(v.w16 + 64 * q);
     const int32_t off = v.qoffs[4 * q];
     for (int i = 0; i < P; ++i) {
       int32_t x01, x23;
       __builtin_memcpy(&x01, base[i] + off, 4);
       __builtin_memcpy(&x23, base[i] + off + 2, 4);
-      Accumulate(w, x01, x23, &acc0[i], &acc1[i]);
+      Accumulate<false>(v, q, x01, x23, &acc0[i], &acc1[i]);
     }
   }
   for (int q = qm; q < q1; ++q) {  // gathered quads
-    const __m256i* w = (const __m256i*)(v.w16 + 64 * q);
     const int32_t* o = v.qoffs + 4 * q;
     for (int i = 0; i < P; ++i)
-      Accumulate(w, Pair(base[i], o[0], o[1]), Pair(base[i], o[2], o[3]), &acc0[i], &acc1[i]);
+      Accumulate<false>(v, q, Pair(base[i], o[0], o[1]), Pair(base[i], o[2], o[3]), &acc0[i],
+                        &acc1[i]);
   }
   const __m256i zp = _mm256_set1_epi32(v.out_zp);
   const __m256i lo = _mm256_set1_epi32(v.act_min), hi = _mm256_set1_epi32(v.act_max);
@@ -211,18 +203,11 @@ static void OnePixel(const RowBlockInt8View& v, const int16_t* in, int g0, int g
         int32_t x01, x23;
         __builtin_memcpy(&x01, in + v.qoffs[4 * q], 4);
         __builtin_memcpy(&x23, in + v.qoffs[4 * q] + 2, 4);
-        if (kInt8Weights)
-          Accumulate8(v.w8 + 64 * q, x01, x23, &a0, &a1);
-        else
-          Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
+        Accumulate<kInt8Weights>(v, q, x01, x23, &a0, &a1);
       }
       for (int q = qm; q < q1; ++q) {
         const int32_t* o = v.qoffs + 4 * q;
-        const int32_t x01 = Pair(in, o[0], o[1]), x23 = Pair(in, o[2], o[3]);
-        if (kInt8Weights)
-          Accumulate8(v.w8 + 64 * q, x01, x23, &a0, &a1);
-        else
-          Accumulate((const __m256i*)(v.w16 + 64 * q), x01, x23, &a0, &a1);
+        Accumulate<kInt8Weights>(v, q, Pair(in, o[0], o[1]), Pair(in, o[2], o[3]), &a0, &a1);
       }
       acc[2 * (g - c0)] = a0;
       acc[2 * (g - c0) + 1] = a1;
