@@ -126,6 +126,7 @@ class NPASOracle(oracle_module.Oracle):
         self._rejected_count = 0
         self._latency_cache = {}     # values hash -> predicted ms (or None = cannot build)
         self._predicted = {}         # trial id -> predicted ms
+        self._admitted = {}          # trial id -> predicted ms x latency_ratio() when admitted
 
     # -- helpers -------------------------------------------------------------------------------
     def _sign(self):
@@ -331,9 +332,11 @@ class NPASOracle(oracle_module.Oracle):
             values = hps.values
             if self._duplicate(values):
                 continue
-            ok, ms, reason = self.is_feasible(values)
+            ratio = self.latency_ratio()
+            ok, ms, reason = self.is_feasible(values, ratio)
             if ok:
                 self._predicted[trial_id] = ms
+                self._admitted[trial_id] = ms * ratio
                 return values
             self._reject(values, ms, reason)
         return None
@@ -360,6 +363,7 @@ class NPASOracle(oracle_module.Oracle):
             sub = [pool[i] for i in feasible]
             best = feasible[self.rank_pool(sub, [checks[i][1] for i in feasible])[0]]
             self._predicted[trial_id] = checks[best][1]
+            self._admitted[trial_id] = checks[best][1] * ratio
             return {"status": trial_module.TrialStatus.RUNNING, "values": pool[best]}
         reasons = sorted({r["reason"] for r in self._rejected[-self.pool_size:]})
         warnings.warn(f"NPASOracle: no configuration within the latency budget "
@@ -383,6 +387,11 @@ class NPASOracle(oracle_module.Oracle):
     def predicted_latency(self, trial_id):
         return self._predicted.get(trial_id)
 
+    def admitted_latency(self, trial_id):
+        """The prediction a trial was admitted with: predicted ms x `latency_ratio()` at the
+        time, the value `is_feasible` held to the budget."""
+        return self._admitted.get(trial_id)
+
     def get_state(self):
         state = super().get_state()
         state.update({
@@ -394,6 +403,7 @@ class NPASOracle(oracle_module.Oracle):
                 "rejected_count": self._rejected_count,
                 "latency_cache": dict(self._latency_cache),
                 "predicted": dict(self._predicted),
+                "admitted": dict(self._admitted),
                 "latency_budget_ms": self.latency_budget_ms,
                 "seeded": self._seeded,
             }
@@ -412,4 +422,5 @@ class NPASOracle(oracle_module.Oracle):
         self._rejected_count = int(npas["rejected_count"])
         self._latency_cache = dict(npas["latency_cache"])
         self._predicted = dict(npas["predicted"])
+        self._admitted = dict(npas.get("admitted", {}))
         self._seeded = int(npas.get("seeded", 0))
