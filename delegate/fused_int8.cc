@@ -190,6 +190,8 @@ bool BuildElementwiseSpec(const TfLiteContext* ctx, int node_index, const TfLite
     else
       AddInt8(spec->add, a, na, b, nb, spec->table.data(), 256);
     spec->inputs = {node->inputs->data[const1 ? 1 : 0]};
+  } else if (code != kTfLiteBuiltinMul) {
+    FitLinearAdd(&spec->add);
   }
   return true;
 }

@@ -438,6 +438,33 @@ int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
   return i;
 }
 
+int64_t AddInt8LinearAvx2(const AddInt8Params& p, const int8_t* in1, int64_t n1,
+                          const int8_t* in2, int64_t n2, int8_t* out, int64_t n) {
+  const __m256i m1 = _mm256_set1_epi32(p.linear1), m2 = _mm256_set1_epi32(p.linear2);
+  const __m256i bias = _mm256_set1_epi32(p.linear_bias), zero = _mm256_setzero_si256();
+  const __m256i zp = _mm256_set1_epi32(p.output_offset);
+  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  const __m128i shift = _mm_cvtsi32_si128(p.linear_shift);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i r[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256i a = Load8(in1 + (n1 == 1 ? 0 : i + 8 * k), n1 == 1, zero);
+      const __m256i b = Load8(in2 + (n2 == 1 ? 0 : i + 8 * k), n2 == 1, zero);
+      const __m256i sum = _mm256_add_epi32(
+          bias, _mm256_add_epi32(_mm256_mullo_epi32(a, m1), _mm256_mullo_epi32(b, m2)));
+      r[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(_mm256_sra_epi32(sum, shift), zp),
+                                               lo), hi);
+    }
+    // Values are in [-128, 127]: the saturating packs only interleave (undone by the permute).
+    const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]),
+                                         _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256((__m256i*)(out + i),
+                        _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+  return i;
+}
+
 int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n) {
   const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);

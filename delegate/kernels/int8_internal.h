@@ -188,6 +188,8 @@ void DepthwiseInt8Neon(const DepthwiseInt8View&, const int8_t*, const int32_t*, 
 // int8 elementwise ops (npas_kernels.h) on whole groups of 16 elements, as the AVX2 ones below.
 int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n);
+int64_t AddInt8LinearNeon(const AddInt8Params& p, const int8_t* in1, int64_t n1,
+                          const int8_t* in2, int64_t n2, int8_t* out, int64_t n);
 int64_t MulInt8Neon(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n);
 int64_t LookupInt8Neon(const int8_t* table, const int8_t* in, int8_t* out, int64_t n);
@@ -250,6 +252,9 @@ int64_t AddInt8Avx2(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
                     int64_t n2, int8_t* out, int64_t n);
 int64_t MulInt8Avx2(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n);
+// ADD / SUB by AddInt8Params::linear, on whole groups of 32 elements.
+int64_t AddInt8LinearAvx2(const AddInt8Params& p, const int8_t* in1, int64_t n1,
+                          const int8_t* in2, int64_t n2, int8_t* out, int64_t n);
 int64_t LookupInt8Avx2(const int8_t* table, const int8_t* in, int8_t* out, int64_t n);
 void ToPlanarS16Avx2(const int8_t* in, int64_t g0, int64_t g1, int cin, int16_t* planes,
                      int64_t plane);

@@ -277,6 +277,18 @@ int64_t AddInt8Neon(const AddInt8Params& p, const int8_t* in1, int64_t n1, const
                   });
 }
 
+int64_t AddInt8LinearNeon(const AddInt8Params& p, const int8_t* in1, int64_t n1,
+                          const int8_t* in2, int64_t n2, int8_t* out, int64_t n) {
+  const int32x4_t m1 = vdupq_n_s32(p.linear1), m2 = vdupq_n_s32(p.linear2);
+  const int32x4_t bias = vdupq_n_s32(p.linear_bias), zp = vdupq_n_s32(p.output_offset);
+  const int32x4_t neg_k = vdupq_n_s32(-p.linear_shift);  // vshl by -k: the arithmetic >> k
+  return Binary16(in1, n1, 0, in2, n2, 0, p.act_min, p.act_max, out, n,
+                  [&](int32x4_t a, int32x4_t b) {
+                    return vaddq_s32(vshlq_s32(vmlaq_s32(vmlaq_s32(bias, a, m1), b, m2), neg_k),
+                                     zp);
+                  });
+}
+
 int64_t MulInt8Neon(const MulInt8Params& p, const int8_t* in1, int64_t n1, const int8_t* in2,
                     int64_t n2, int8_t* out, int64_t n) {
   const int32x4_t m = vdupq_n_s32(p.output_multiplier);

@@ -316,6 +316,43 @@ static void TestElementwise() {
     Check(got == want, "MUL case " + std::to_string(c));
   }
   Check(checked > 300, "most random ADD scales are accepted");
+  // The linear form (AddInt8Params::linear) on the whole domain, all 65536 byte pairs, against
+  // TFLite's formulas: random scales, then equal input scales with the output scale a small
+  // multiple of them (exact ties, where TFLite's intermediate roundings decide: some of those
+  // have no linear form and must keep TFLite's arithmetic).
+  std::vector<int8_t> xa(65536), xb(65536), xgot(65536);
+  for (int i = 0; i < 65536; ++i) {
+    xa[i] = (int8_t)(i >> 8);
+    xb[i] = (int8_t)(i & 255);
+  }
+  int linear = 0, tried = 0;
+  for (int c = 0; c < 64; ++c) {
+    float s1 = scale(), s2 = scale(), so = scale();
+    if (c >= 40) {
+      s2 = s1;
+      so = s1 * (float)(2 + c % 11);
+    }
+    const int z1 = RandInt(-128, 127), z2 = RandInt(-128, 127), zo = RandInt(-128, 127);
+    const int lo = c % 4 ? -128 : RandInt(-128, 0), hi = c % 4 ? 127 : RandInt(lo, 127);
+    AddInt8Params ap;
+    if (!MakeAddInt8Params(s1, z1, s2, z2, so, zo, c % 2 ? -1 : 1, lo, hi, &ap)) continue;
+    FitLinearAdd(&ap);
+    ++tried;
+    linear += ap.linear;
+    AddInt8(ap, xa.data(), 65536, xb.data(), 65536, xgot.data(), 65536);
+    int bad = 0;
+    for (int i = 0; i < 65536; ++i) {
+      const int32_t sum = RefMbqm((xa[i] - z1) * (1 << 20), ap.input1_multiplier, ap.input1_shift) +
+                          RefMbqm((xb[i] - z2) * (1 << 20), ap.input2_multiplier, ap.input2_shift);
+      const int32_t r = RefMbqm(sum, ap.output_multiplier, ap.output_shift) + zo;
+      bad += xgot[i] != (int8_t)std::min(std::max(r, lo), hi);
+    }
+    Check(bad == 0, "ADD/SUB on all byte pairs, case " + std::to_string(c) +
+                        (ap.linear ? " (linear)" : "") + ": " + std::to_string(bad) + " differ");
+  }
+  std::printf("  ADD/SUB linear form exact for %d of %d scales\n", linear, tried);
+  Check(linear * 2 > tried, "the linear form fits most ADD scales");
+  Check(linear < tried, "some ADD scales keep TFLite's arithmetic");
   // SUB's negated multiplier: x - x is zero_point for any x.
   AddInt8Params sub;
   Check(MakeAddInt8Params(0.02f, 3, 0.02f, 3, 0.05f, -7, -1, -128, 127, &sub), "SUB params");
