@@ -65,10 +65,10 @@ bool FitLinearBias(const AddInt8Params& p, const int8_t* exact, int64_t m1, int6
     int64_t lo = INT64_MIN, hi = INT64_MAX;
     for (int y = -128; y < 128; ++y) {
       const int32_t out = row[y & 255];
-      const int64_t floor = (out - p.output_offset) * unit - (x * m1 + y * m2);
+      const int64_t least = (out - p.output_offset) * unit - (x * m1 + y * m2);
       // Below act_max the sum must stay under the next output, above act_min reach this one.
-      hi = std::min(hi, out < p.act_max ? floor + unit - 1 : INT64_MAX);
-      lo = std::max(lo, out > p.act_min ? floor : INT64_MIN);
+      hi = std::min(hi, out < p.act_max ? least + unit - 1 : INT64_MAX);
+      lo = std::max(lo, out > p.act_min ? least : INT64_MIN);
     }
     lower = std::max(lower, lo);
     upper = std::min(upper, hi);
