@@ -192,6 +192,10 @@ def test_gru_export_holds_apply_bits_weights():
             np.testing.assert_allclose(b, cell.bias.numpy()[hits[0]], atol=0.02)
         # per step an input FC, and a recurrent FC except at t=0 (h0 = 0 is folded away)
         assert which.count(0) == 8 and which.count(1) == 7
+        # and each is attributed to the GRU by value (its tensors carry no layer name), also
+        # at 8 bits on the converter's own grid
+        layers = [r["layer"] for r in npas_keras.inspect(data) if r["op"] == "FULLY_CONNECTED"]
+        assert layers.count("rnn") == 15 and layers.count("fc") == 1, layers
     # requantized per-step biases that come out equal share a buffer again, as the converter
     # had them: the 4-bit file stores no more constant bytes than the 8-bit one
     assert stored[4, False] <= stored[8, False], stored

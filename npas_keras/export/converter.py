@@ -160,9 +160,9 @@ def _weight_grids(model, bits):
 def _attach_grids(tflite, op_info, bits, grids, schemes=None):
     """op_info[op]["grid"] = the grid of the op's layer; ValueError when a layer with a grid has
     no op, or (weight_bits=4) a weight op has no layer whose grid could be checked. A recurrent
-    layer's grids are matched to the unmatched FULLY_CONNECTED ops whose int8 weights are the
-    int8 quantization of that grid (flatbuffer.grid_mismatch): an unrolled GRU has one such op
-    per time step, all reading one weight tensor."""
+    layer's grids go to the FULLY_CONNECTED ops (unmatched, or matched to that layer and weight)
+    whose int8 weights are the int8 quantization of that grid (flatbuffer.grid_mismatch): an
+    unrolled GRU has one such op per time step, all reading one weight tensor."""
     found = set()
     for info in op_info.values():
         if info["layer"] in grids and "rnn" not in grids[info["layer"]]:
@@ -173,11 +173,14 @@ def _attach_grids(tflite, op_info, bits, grids, schemes=None):
         tm, raw = fb.load_model(tflite)
         for entry in fb.weight_ops(tm, raw):
             key = (entry["subgraph"], entry["op_index"])
-            if key in op_info or entry["kind"] != fmt.KIND_FC or entry["custom"] is not None:
+            known = op_info.get(key)  # _match_layers may have named the recurrent layer already
+            if (known is not None and "rnn" not in grids.get(known["layer"], {})) or \
+                    entry["kind"] != fmt.KIND_FC or entry["custom"] is not None:
                 continue
             weights = fb.constant_array(tm, raw, entry["tensor"])
             hits = [(name, g) for name, g in rnn
-                    if fb.grid_mismatch(entry, weights, g["k"], g["scales"]) is None]
+                    if (known is None or (name, g["weight"]) == (known["layer"], known["weight"]))
+                    and fb.grid_mismatch(entry, weights, g["k"], g["scales"]) is None]
             if len(hits) != 1:
                 continue
             name, g = hits[0]
@@ -301,10 +304,28 @@ def _scheme_entry(schemes, layer_name, weight_name):
     return next(iter(entry.values())) if len(entry) == 1 else None
 
 
+def _int8_quantization_of(entry, q8, gemm):
+    """True when the int8 GEMM view q8 of a weight op is the per-channel int8 quantization of a
+    Keras kernel's GEMM view: within one step of its scales, and zero wherever the kernel is."""
+    if gemm is None or gemm.shape != q8.shape:
+        return False
+    scales = fb.weight_scales(entry, q8.shape[0])
+    if isinstance(scales, str):
+        return False
+    return bool(np.all(np.abs(q8 * scales[:, None] - gemm) <= scales[:, None] * 1.0001) and
+                np.all(q8[gemm == 0] == 0))
+
+
 def _match_layers(model, tflite, schemes):
-    """(subgraph, op_index) -> {"layer", "weight", "scheme"} for the weight ops of `tflite`."""
+    """(subgraph, op_index) -> {"layer", "weight", "scheme"} for the weight ops of `tflite`: by
+    the layer name in the op's tensor names, else by value (the float weights, or int8 weights
+    that quantize them). The FULLY_CONNECTED ops of a recurrent layer (unrolled: one per time
+    step) carry no layer name; they match its cell's kernel or recurrent kernel by value."""
     layers = [l for l in _iter_layers(model) if type(l).__name__ in _WEIGHT_ATTR]
     names = {l.name: l for l in layers}
+    rnn_gemms = [(l.name, attr, np.asarray(getattr(_rnn_cell(l), attr).numpy(), np.float32).T)
+                 for l in _iter_layers(model) if _rnn_cell(l) is not None
+                 for attr in ("kernel", "recurrent_kernel")]
     gemms = {}
     tm, raw = fb.load_model(tflite)
     out = {}
@@ -317,25 +338,37 @@ def _match_layers(model, tflite, schemes):
         parts = {p for chunk in text.split(";") for p in chunk.split("/")}
         cands = [n for n in names if n in parts]
         w = fb.constant_array(tm, raw, entry["tensor"])
-        matrix = None if w is None or w.dtype.kind != "f" else fmt.gemm_view(entry["kind"], w)
+        matrix = None if w is None or w.dtype.kind not in "fi" else \
+            fmt.gemm_view(entry["kind"], w.astype(np.float32))
+        int8 = w is not None and w.dtype == np.int8
 
-        def same_values(name):
-            if matrix is None:
+        def same_values(gemm):
+            if matrix is None or gemm is None:
                 return False
+            if int8:
+                return _int8_quantization_of(entry, matrix, gemm)
+            return gemm.shape == matrix.shape and np.allclose(gemm, matrix)
+
+        def layer_values(name):
             if name not in gemms:
                 gemms[name] = _keras_gemm(names[name])
-            g = gemms[name]
-            return g is not None and g.shape == matrix.shape and np.allclose(g, matrix)
+            return same_values(gemms[name])
 
         chosen = None
         if len(cands) == 1:
             chosen = cands[0]
         else:
             pool = cands or list(names)
-            exact = [n for n in pool if same_values(n)]
+            exact = [n for n in pool if layer_values(n)]
             if len(exact) == 1:
                 chosen = exact[0]
         if chosen is None:
+            if entry["kind"] == fmt.KIND_FC and entry["custom"] is None:
+                hits = [(n, attr) for n, attr, g in rnn_gemms if same_values(g)]
+                if len(hits) == 1:
+                    name, attr = hits[0]
+                    out[(entry["subgraph"], entry["op_index"])] = {
+                        "layer": name, "weight": attr, "scheme": _scheme_for(schemes, name, attr)}
             continue
         weight = _WEIGHT_ATTR[type(names[chosen]).__name__]
         scheme = _scheme_for(schemes, chosen, weight)
